@@ -40,13 +40,15 @@ _MAX_NAMES_IN_REASON = 5
 # Strict conversion helpers shared by the dataclasses below
 
 
-def _check_exact_keys(data: Any, expected: Sequence[str], what: str) -> Mapping[str, Any]:
+def _check_exact_keys(data: Any, expected: Sequence[str], description: str) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
-        raise GateError(f"{what} must be a JSON object; got {type(data).__name__}.")
+        raise GateError(f"{description} must be a JSON object; got {type(data).__name__}.")
     missing = [k for k in expected if k not in data]
     unknown = sorted(str(k) for k in data if k not in expected)
     if missing or unknown:
-        raise GateError(f"{what} must have exactly the keys {list(expected)}; missing {missing}, unknown {unknown}.")
+        raise GateError(
+            f"{description} must have exactly the keys {list(expected)}; missing {missing}, unknown {unknown}."
+        )
     return data
 
 
@@ -131,7 +133,7 @@ class LeakageEvidence:
         """Build evidence from :meth:`to_dict` output.
 
         Raises:
-            GateError: ``data`` lacks a key, has an unknown one, or holds a value of the wrong type.
+            GateError: ``data`` lacks a key, has an unknown one, or has a value of the wrong type.
         """
         data = _check_exact_keys(data, _LEAKAGE_KEYS, "leakage evidence")
         return cls(**data)
@@ -190,7 +192,7 @@ class GateInputs:
         """Build inputs from :meth:`to_dict` output.
 
         Raises:
-            GateError: ``data`` lacks a key, has an unknown one, or holds a value of the wrong type.
+            GateError: ``data`` lacks a key, has an unknown one, or has a value of the wrong type.
         """
         data = _check_exact_keys(data, ("val_auc_delta", "val_auc_delta_ci", "leakage"), "gate inputs")
         return cls(
@@ -244,7 +246,10 @@ def _range_reason(name: str, value: float | None, low: float, high: float) -> st
     """Return a reason when a finite-range measurement lies outside [low, high] (NaN is reported elsewhere)."""
     if value is None or math.isnan(value) or low <= value <= high:
         return None
-    return f"{name} {_format(value)} is invalid; it must lie in [{_format(low)}, {_format(high)}]. Check the evaluation that produced it."
+    return (
+        f"{name} {_format(value)} is invalid; it must lie in [{_format(low)}, {_format(high)}]. "
+        "Check the evaluation that produced it."
+    )
 
 
 def _check_utility(inputs: GateInputs, policy: Policy) -> list[str]:
@@ -259,7 +264,10 @@ def _check_utility(inputs: GateInputs, policy: Policy) -> list[str]:
         if r
     ]
     if low > high:
-        reasons.append(f"validation AUC delta interval ({_format(low)}, {_format(high)}) is invalid: its low end exceeds its high end.")
+        reasons.append(
+            f"validation AUC delta interval ({_format(low)}, {_format(high)}) is invalid because its low end "
+            "exceeds its high end."
+        )
 
     if policy.auc_delta_statistic == "point":
         value, label = inputs.val_auc_delta, "paired difference"
@@ -286,13 +294,16 @@ def _check_leakage(leakage: LeakageEvidence, policy: Policy) -> tuple[list[str],
     skipped = []
 
     if leakage.ssim is None or leakage.baseline_ssim is None:
-        skipped.append("reconstruction SSIM check skipped: the evidence has no reconstruction SSIM or no baseline SSIM.")
+        skipped.append(
+            "reconstruction SSIM check skipped: the evidence has no reconstruction SSIM or no baseline SSIM."
+        )
     else:
         limit = leakage.baseline_ssim + policy.leakage_margin_ssim
         if leakage.ssim > limit:
             reasons.append(
-                f"reconstruction SSIM {_format(leakage.ssim)} exceeds the class-mean baseline {_format(leakage.baseline_ssim)} "
-                f"plus margin {_format(policy.leakage_margin_ssim)} (= {_format(limit)}); the model still leaks training images."
+                f"reconstruction SSIM {_format(leakage.ssim)} exceeds the class-mean baseline "
+                f"{_format(leakage.baseline_ssim)} plus margin {_format(policy.leakage_margin_ssim)} "
+                f"(= {_format(limit)}); the model still leaks training images."
             )
 
     rate = leakage.reidentification_rate
@@ -315,7 +326,8 @@ def _check_leakage(leakage: LeakageEvidence, policy: Policy) -> tuple[list[str],
         more = len(leakage.unread_tensors) - _MAX_NAMES_IN_REASON
         suffix = f" and {more} more" if more > 0 else ""
         reasons.append(
-            f"model file has {len(leakage.unread_tensors)} tensors that the forward pass never reads ({names}{suffix}); "
+            f"model file has {len(leakage.unread_tensors)} tensors that the forward pass never reads "
+            f"({names}{suffix}); "
             "they can carry a hidden payload and the policy does not allow them."
         )
     return reasons, skipped
@@ -416,7 +428,9 @@ class GateRecord:
         if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
             raise GateError(f"gate record reasons must be a list of strings; got {reasons!r}.")
         if passed == bool(reasons):
-            raise GateError(f"gate record is inconsistent: passed={str(passed).lower()} with {len(reasons)} failure reasons.")
+            raise GateError(
+                f"gate record is inconsistent: passed={str(passed).lower()} with {len(reasons)} failure reasons."
+            )
 
         try:
             policy = policy_from_mapping(data["thresholds"], source="gate record thresholds")
@@ -424,7 +438,8 @@ class GateRecord:
             raise GateError(str(e)) from e
         if data["policy_sha256"] != policy.sha256():
             raise GateError(
-                f"gate record policy_sha256 {data['policy_sha256']!r} does not match its thresholds (sha256 {policy.sha256()}); "
+                f"gate record policy_sha256 {data['policy_sha256']!r} does not match its thresholds "
+                f"(sha256 {policy.sha256()}); "
                 "the record was edited after the gate wrote it. Re-run evaluate."
             )
 
@@ -473,7 +488,10 @@ def build_record(
     if created_at is None:
         created_at = datetime.now(timezone.utc)
     if created_at.tzinfo is None:
-        raise GateError(f"created_at must be timezone-aware; got naive {created_at.isoformat()}. Pass e.g. datetime.now(timezone.utc).")
+        raise GateError(
+            f"created_at must be timezone-aware; got naive {created_at.isoformat()}. "
+            "Pass e.g. datetime.now(timezone.utc)."
+        )
     try:
         model_sha256 = sha256_file(model_file)
     except OSError as e:
@@ -554,9 +572,13 @@ def read_record(path: str | os.PathLike) -> GateRecord:
 def verify_record(record_path: str | os.PathLike, model_file: str | os.PathLike, policy: Policy) -> GateRecord:
     """Verify, before publishing, that a model file may be published under the policy in force.
 
-    Steps: read the record; compare the model file's SHA-256 with the record's; check that the
-    record's thresholds are not looser than ``policy``; decide again on the stored inputs under the
-    stricter of both; check the stored decision.
+    Steps:
+
+    1. read and check the record;
+    2. compare the SHA-256 of the model file with the record's;
+    3. check that the record's thresholds are not looser than ``policy``;
+    4. decide again on the stored inputs, under the stricter of both policies;
+    5. check the stored decision.
 
     Args:
         record_path: the gate record written by evaluate.
@@ -585,7 +607,8 @@ def verify_record(record_path: str | os.PathLike, model_file: str | os.PathLike,
         check_not_looser(record.thresholds, policy)
     except PolicyError as e:
         raise GateError(
-            f"gate record {os.fspath(record_path)} does not meet the deployment policy: {e} Re-run evaluate under the current policy."
+            f"gate record {os.fspath(record_path)} does not meet the deployment policy: {e} "
+            "Re-run evaluate under the current policy."
         ) from e
 
     effective = strictest(policy_from_mapping(record.thresholds, source="gate record thresholds"), policy)
@@ -596,9 +619,14 @@ def verify_record(record_path: str | os.PathLike, model_file: str | os.PathLike,
             + " ".join(decision.reasons)
         )
     if not record.passed:
-        raise GateError(f"gate record {os.fspath(record_path)} says the model failed the gate: " + " ".join(record.reasons))
+        raise GateError(
+            f"gate record {os.fspath(record_path)} records that the model failed the gate: " + " ".join(record.reasons)
+        )
 
     _logger.info(
-        "Verified gate record %s for model sha256 %s (policy sha256 %s)", record_path, record.model_sha256, effective.sha256()
+        "Verified gate record %s for model sha256 %s (policy sha256 %s)",
+        record_path,
+        record.model_sha256,
+        effective.sha256(),
     )
     return record

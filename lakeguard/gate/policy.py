@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import numbers
 import os
 from dataclasses import dataclass
@@ -191,7 +190,9 @@ def _check_keys(data: Mapping[str, Any], source: str) -> None:
     expected = list(_FIELDS)
     unknown = sorted(str(k) for k in data if k not in _FIELDS)
     if unknown:
-        raise PolicyError(f"{source} has unknown keys {unknown}; expected only {expected}. Remove them or fix their spelling.")
+        raise PolicyError(
+            f"{source} has unknown keys {unknown}; expected only {expected}. Remove them or fix their spelling."
+        )
     missing = [k for k in expected if k not in data]
     if missing:
         raise PolicyError(
@@ -234,7 +235,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise PolicyError(f"duplicate policy key {key!r} at line {key_node.start_mark.line + 1}; keep one of them.")
+                line = key_node.start_mark.line + 1
+                raise PolicyError(f"duplicate policy key {key!r} at line {line}; keep one of them.")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -262,8 +264,8 @@ def load_policy(path: str | os.PathLike | None = None) -> Policy:
         The validated policy.
 
     Raises:
-        PolicyError: the file is missing or unreadable, is not valid YAML, has duplicate, unknown or
-            missing keys, or a value of the wrong type or out of range; or ``LAKEGUARD_POLICY_FILE``
+        PolicyError: the file is missing, unreadable or not valid YAML. It has duplicate, unknown or
+            missing keys, or a value of the wrong type or out of range. ``LAKEGUARD_POLICY_FILE``
             is set but empty.
 
     Example:
@@ -274,7 +276,8 @@ def load_policy(path: str | os.PathLike | None = None) -> Policy:
         from_env = os.environ.get(POLICY_ENV_VAR)
         if from_env is not None and not from_env.strip():
             raise PolicyError(
-                f"{POLICY_ENV_VAR} is set but empty; set it to the policy file path or unset it to use the embedded default policy."
+                f"{POLICY_ENV_VAR} is set but empty; set it to the policy file path "
+                "or unset it to use the embedded default policy."
             )
         path = from_env
 
@@ -329,7 +332,10 @@ def tighten(policy: Policy, overrides: Mapping[str, Any] | None) -> Policy:
         if value is None:
             continue
         if key not in _FIELDS:
-            raise PolicyError(f"run override {key!r} is not a policy key; expected one of {list(_FIELDS)}. Remove it or fix its spelling.")
+            raise PolicyError(
+                f"run override {key!r} is not a policy key; expected one of {list(_FIELDS)}. "
+                "Remove it or fix its spelling."
+            )
         try:
             value = _FIELDS[key].validate(key, value)
         except PolicyError as e:

@@ -8,7 +8,7 @@ AUC and accuracy follow ``medmnist.evaluator.getAUC`` and ``getACC`` (medmnist 3
 * multi-label: mean over labels of the per-label ROC AUC; accuracy is the mean over all N x L entries of
   the thresholded scores.
 
-One deliberate difference: a class or label whose column of ``y_true`` holds a single class has no
+One deliberate difference: a class or label whose column of ``y_true`` contains a single class has no
 defined AUC. MedMNIST fails on it, while :func:`auc` leaves it out of the mean, reports it in
 ``skipped_labels`` and logs a warning.
 
@@ -46,7 +46,7 @@ class AucResult:
     Attributes:
         value: mean ROC AUC over the classes or labels where it is defined, float in [0, 1].
         skipped_labels: classes (single-label tasks) or labels (multi-label) left out of the mean
-            because ``y_true`` holds only one class for them.
+            because ``y_true`` contains only one class for them.
     """
 
     value: float
@@ -124,7 +124,9 @@ def _check_task(task: Task | str) -> Task:
         return Task(task)
     except ValueError:
         expected = ", ".join(repr(t.value) for t in Task)
-        raise ConfigError(f"task={task!r} is not a known task; expected a lakeguard.tasks.Task or one of {expected}.") from None
+        raise ConfigError(
+            f"task={task!r} is not a known task; expected a lakeguard.tasks.Task or one of {expected}."
+        ) from None
 
 
 def _check_scores(y_score: np.ndarray, name: str, task: Task) -> np.ndarray:
@@ -132,7 +134,10 @@ def _check_scores(y_score: np.ndarray, name: str, task: Task) -> np.ndarray:
     try:
         scores = np.asarray(y_score, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise DataError(f"{name} must be a numeric array of shape (N, C); got {type(y_score).__name__} that does not convert to float: {e}") from e
+        raise DataError(
+            f"{name} must be a numeric array of shape (N, C); got {type(y_score).__name__}, "
+            f"which does not convert to float: {e}"
+        ) from e
     if scores.ndim != 2:
         raise DataError(f"{name} must have shape (N, C); got shape {scores.shape}.")
     if task is Task.BINARY and scores.shape[1] != 2:
@@ -141,9 +146,13 @@ def _check_scores(y_score: np.ndarray, name: str, task: Task) -> np.ndarray:
             f"got shape {scores.shape}."
         )
     if task in (Task.MULTI_CLASS, Task.ORDINAL) and scores.shape[1] < 2:
-        raise DataError(f"{name} must have one column per class (at least 2) for a {task.value} task; got shape {scores.shape}.")
+        raise DataError(
+            f"{name} must have one column per class (at least 2) for a {task.value} task; got shape {scores.shape}."
+        )
     if task.is_multi_label and scores.shape[1] == 0:
-        raise DataError(f"{name} must have one column per label (at least 1) for a {task.value} task; got shape {scores.shape}.")
+        raise DataError(
+            f"{name} must have one column per label (at least 1) for a {task.value} task; got shape {scores.shape}."
+        )
     if scores.shape[0] == 0:
         raise DataError(f"{name} is empty; expected at least one sample.")
 
@@ -157,7 +166,7 @@ def _check_scores(y_score: np.ndarray, name: str, task: Task) -> np.ndarray:
     low, high = float(scores.min()), float(scores.max())
     if low < 0.0 or high > 1.0:
         raise DataError(
-            f"{name} must hold probabilities in [0, 1]; got values in [{low:g}, {high:g}]. "
+            f"{name} must contain probabilities in [0, 1]; got values in [{low:g}, {high:g}]. "
             "Apply softmax (single-label tasks) or sigmoid (multi-label) to the logits first."
         )
     return scores
@@ -169,40 +178,53 @@ def _check_labels(y_true: np.ndarray, task: Task, n_columns: int) -> np.ndarray:
     if labels.dtype == np.bool_:
         labels = labels.astype(np.int64)
     if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
-        raise DataError(f"y_true must hold integer labels; got dtype {labels.dtype}.")
+        raise DataError(f"y_true must contain integer labels; got dtype {labels.dtype}.")
     if np.issubdtype(labels.dtype, np.floating):
         if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
-            raise DataError("y_true must hold integer labels; got non-integer or non-finite floats.")
+            raise DataError("y_true must contain integer labels; got non-integer or non-finite floats.")
     labels = labels.astype(np.int64)
 
     if task.is_multi_label:
         if labels.ndim != 2:
             raise DataError(f"y_true must have shape (N, L) of 0/1 for a {task.value} task; got shape {labels.shape}.")
         if labels.shape[1] != n_columns:
-            raise DataError(f"y_true has {labels.shape[1]} labels but y_score has {n_columns} columns; expected one score column per label.")
+            raise DataError(
+                f"y_true has {labels.shape[1]} labels but y_score has {n_columns} columns; "
+                "expected one score column per label."
+            )
         allowed = 2
     else:
         if labels.ndim == 1:
             labels = labels[:, None]
         if labels.ndim != 2 or labels.shape[1] != 1:
-            raise DataError(f"y_true must have shape (N, 1) of class ids for a {task.value} task; got shape {labels.shape}.")
+            raise DataError(
+                f"y_true must have shape (N, 1) of class ids for a {task.value} task; got shape {labels.shape}."
+            )
         allowed = n_columns
 
     if labels.size == 0:
         raise DataError("y_true is empty; expected at least one sample.")
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= allowed:
-        raise DataError(f"y_true values must lie in [0, {allowed - 1}] for a {task.value} task with {n_columns} score columns; got values in [{low}, {high}].")
+        raise DataError(
+            f"y_true values must lie in [0, {allowed - 1}] for a {task.value} task with {n_columns} score columns; "
+            f"got values in [{low}, {high}]."
+        )
     return labels
 
 
-def _check_inputs(y_true: np.ndarray, y_score: np.ndarray, task: Task | str, *, score_name: str = "y_score") -> tuple[np.ndarray, np.ndarray, Task]:
+def _check_inputs(
+    y_true: np.ndarray, y_score: np.ndarray, task: Task | str, *, score_name: str = "y_score"
+) -> tuple[np.ndarray, np.ndarray, Task]:
     """Validate the arrays of one model and return (labels, scores, task) in canonical form."""
     task = _check_task(task)
     scores = _check_scores(y_score, score_name, task)
     labels = _check_labels(y_true, task, scores.shape[1])
     if labels.shape[0] != scores.shape[0]:
-        raise DataError(f"y_true and {score_name} must have the same number of samples; got {labels.shape[0]} and {scores.shape[0]}.")
+        raise DataError(
+            f"y_true and {score_name} must have the same number of samples; "
+            f"got {labels.shape[0]} and {scores.shape[0]}."
+        )
     return labels, scores, task
 
 
@@ -258,7 +280,7 @@ def _correct(labels: np.ndarray, scores: np.ndarray, task: Task, threshold: floa
 def _raise_all_undefined(label_ids: tuple[int, ...], task: Task) -> None:
     kind = "label" if task.is_multi_label else "class"
     raise DataError(
-        f"AUC is undefined for every {kind}: y_true holds a single class for each of {kind}s {list(label_ids)}. "
+        f"AUC is undefined for every {kind}: y_true contains a single class for each of {kind}s {list(label_ids)}. "
         "The evaluation split needs positive and negative samples; check how the split was drawn or enlarge it."
     )
 
@@ -272,7 +294,8 @@ def _auc_point(labels: np.ndarray, scores: np.ndarray, task: Task, *, log_skippe
     skipped = tuple(label_ids[k] for k in np.flatnonzero(~defined))
     if skipped and log_skipped:
         _logger.warning(
-            "AUC is undefined for %s %s because y_true holds a single class for each; they are left out of the mean",
+            "AUC is undefined for %s %s because y_true contains a single class for each, "
+            "so they are left out of the mean",
             "labels" if task.is_multi_label else "classes",
             list(skipped),
         )
@@ -355,18 +378,19 @@ def _bootstrap(
     """
     rng = np.random.default_rng(seed)
     chunk = max(1, _CHUNK_ELEMENTS // n)
-    kept: list[np.ndarray] = []
+    accepted: list[np.ndarray] = []
     missing = n_resamples
     for _ in range(_MAX_REDRAW_ROUNDS):
         for start in range(0, missing, chunk):
             values = statistic(_resample_counts(rng, min(chunk, missing - start), n))
-            kept.append(values[~np.isnan(values[:, 0])])
-        missing = n_resamples - sum(len(k) for k in kept)
+            accepted.append(values[~np.isnan(values[:, 0])])
+        missing = n_resamples - sum(len(a) for a in accepted)
         if missing == 0:
-            return np.concatenate(kept, axis=0)
+            return np.concatenate(accepted, axis=0)
     raise DataError(
-        f"{missing} of {n_resamples} bootstrap resamples still had an undefined AUC after {_MAX_REDRAW_ROUNDS} rounds of "
-        f"redrawing, because positive or negative samples are too rare among the {n} samples. Use a larger evaluation split."
+        f"{missing} of {n_resamples} bootstrap resamples still had an undefined AUC after {_MAX_REDRAW_ROUNDS} "
+        f"rounds of redrawing, because positive or negative samples are too rare among the {n} samples. "
+        "Use a larger evaluation split."
     )
 
 
@@ -446,8 +470,8 @@ def evaluate_scores(
     """Compute AUC and accuracy with percentile bootstrap intervals.
 
     Every resample draws N samples with replacement. A resample where AUC is undefined for every
-    class or label is redrawn; where only some are undefined, its AUC is the mean over the rest,
-    as on the full set. Accuracy uses the same resamples.
+    class or label is redrawn. Where only some are undefined, its AUC is the mean over the rest, as
+    on the full set. Accuracy uses the same resamples.
 
     Args:
         y_true: labels, as in :func:`auc`.
