@@ -1,0 +1,1 @@
+"""Kubeflow pipeline of lakeguard and its compiled IR (``lakeguard_pipeline.yaml``)."""
