@@ -20,7 +20,6 @@ Artifacts exchanged between the components:
 """
 
 import os
-from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
@@ -146,7 +145,7 @@ def evaluate(
     sanitized_audit: Input[Metrics],
     gate_record: Output[Artifact],
     utility: Output[Metrics],
-) -> NamedTuple("Outputs", [("passed", bool)]):
+) -> bool:
     """Measure the utility of both models and decide the release gate on the validation split.
 
     Args:
@@ -159,11 +158,10 @@ def evaluate(
         utility: AUC and accuracy of both models; metadata holds the headline numbers.
 
     Returns:
-        ``passed``: whether the sanitized model passed the gate.
+        Whether the sanitized model passed the gate, as the task's single output parameter ``Output``.
     """
     import logging
     import math
-    from typing import NamedTuple
 
     from lakeguard import steps
     from lakeguard.config import from_json
@@ -194,8 +192,7 @@ def evaluate(
         {"sha256": sanitized_model.metadata.get("sha256"), "passed": result["passed"], "reasons": result["reasons"]}
     )
 
-    outputs = NamedTuple("Outputs", [("passed", bool)])
-    return outputs(passed=result["passed"])
+    return result["passed"]
 
 
 @dsl.component(base_image=LAKEGUARD_IMAGE, install_kfp_package=False)

