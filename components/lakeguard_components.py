@@ -13,10 +13,10 @@ must come from the image.
 Artifacts exchanged between the components:
     model (``Model``): a folder with ``model.safetensors`` and ``model.json``.
     canaries (``Dataset``): JSON of the memorized image indices and codes, or ``null``.
-    audit (``Metrics``): the audit JSON; its metadata holds the headline leakage numbers.
+    audit (``Metrics``): the audit JSON; its metadata contains the headline leakage numbers.
     report (``HTML``): the audit numbers as an HTML page (no patient images).
     gate_record (``Artifact``): the gate record JSON, bound to the sanitized model's SHA-256.
-    utility (``Metrics``): AUC and accuracy of both models; metadata holds the headline numbers.
+    utility (``Metrics``): AUC and accuracy of both models; its metadata contains the headline numbers.
 """
 
 import os
@@ -42,12 +42,9 @@ def train(config_json: str, run_dir: str, model: Output[Model], canaries: Output
         model: model folder (``model.safetensors`` + ``model.json``).
         canaries: JSON of the memorized images' indices and codes, ``null`` without an attack.
     """
-    import logging
-
     from lakeguard import steps
     from lakeguard.config import from_json
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = from_json(config_json)
     if run_dir:
         cfg.run_dir = run_dir
@@ -76,16 +73,14 @@ def attack_audit(
         stage: ``"trained"`` or ``"sanitized"``, the model state being audited.
         model: model folder to audit.
         canaries: the train step's canaries file (``null`` gives no canary ground truth).
-        audit: audit JSON; metadata holds its finite headline numbers.
+        audit: audit JSON; its metadata contains the finite headline numbers.
         report: HTML page of the audit numbers.
     """
-    import logging
     import math
 
     from lakeguard import steps
     from lakeguard.config import from_json
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = from_json(config_json)
     if run_dir:
         cfg.run_dir = run_dir
@@ -94,8 +89,8 @@ def attack_audit(
         cfg, stage=stage, model_dir=model.path, canaries_path=canaries.path, audit_path=audit.path, report_path=report.path
     )
 
-    # Metrics metadata holds numbers only, and protobuf's JSON has no token for NaN or infinity
-    # (an exact copy has infinite PSNR), so unmeasured and non-finite values are left out.
+    # Metrics metadata contains numbers only, and protobuf's JSON has no token for NaN or infinity,
+    # so unmeasured and non-finite values are left out.
     for key in ("ssim", "psnr", "baseline_ssim", "reidentification_rate", "probe_matches"):
         value = result.get(key)
         if value is not None and math.isfinite(value):
@@ -114,12 +109,9 @@ def llrd_sanitize(config_json: str, run_dir: str, model: Input[Model], sanitized
         model: the trained model folder.
         sanitized_model: the sanitized model folder, holding only the architecture's own tensors.
     """
-    import logging
-
     from lakeguard import steps
     from lakeguard.config import from_json
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = from_json(config_json)
     if run_dir:
         cfg.run_dir = run_dir
@@ -155,18 +147,16 @@ def evaluate(
         sanitized_model: the sanitized model folder.
         sanitized_audit: the audit of the sanitized model.
         gate_record: gate record JSON, bound to the sanitized model's SHA-256.
-        utility: AUC and accuracy of both models; metadata holds the headline numbers.
+        utility: AUC and accuracy of both models; its metadata contains the headline numbers.
 
     Returns:
         Whether the sanitized model passed the gate, as the task's single output parameter ``Output``.
     """
-    import logging
     import math
 
     from lakeguard import steps
     from lakeguard.config import from_json
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = from_json(config_json)
     if run_dir:
         cfg.run_dir = run_dir
@@ -214,14 +204,11 @@ def publish(
         gate_record: its gate record.
         sanitized_audit: its audit.
         utility: the evaluate step's utility JSON.
-        release: folder with the published model card and audit; metadata holds the registry URI.
+        release: folder with the published model card and audit; its metadata contains the registry URI.
     """
-    import logging
-
     from lakeguard import steps
     from lakeguard.config import from_json
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = from_json(config_json)
     if run_dir:
         cfg.run_dir = run_dir

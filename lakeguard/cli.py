@@ -202,6 +202,8 @@ def _command_run(args: argparse.Namespace) -> int:
         dataset=cfg.dataset.flag, model=cfg.model.arch, attack=cfg.attack.name, sanitize=cfg.sanitize.method
     )
 
+    # The steps run in subprocesses and report their own durations, which record_summary_metrics
+    # copies into the metrics file; this process times validation and the whole pipeline.
     try:
         with metrics.time_step("pipeline"):
             run_pipeline_locally(cfg, paths)
@@ -219,7 +221,7 @@ def _command_run(args: argparse.Namespace) -> int:
 
     gate = summary["gate"]
     if gate["passed"]:
-        _logger.info("gate passed; published %s", summary["published"]["uri"] if summary["published"] else None)
+        _logger.info("gate passed; published %s", summary["published"]["uri"])
     else:
         _logger.warning("gate failed; nothing was published: %s", "; ".join(gate["reasons"]))
     print(f"run folder: {paths.run_dir}")
@@ -296,10 +298,12 @@ def validate_run_config(cfg) -> None:
         ConfigError: an attack name, sanitize setting, device or architecture is invalid.
         DataError: the dataset cannot be loaded.
         ModelFileError: the file at ``model.uri`` does not fit the architecture or is unsafe.
+        RegistryError: the registry model name or ``registry.version`` is not a safe path segment.
     """
     from lakeguard import steps
     from lakeguard.defenses import LayerDecaySettings
     from lakeguard.models.io import load_model
+    from lakeguard.registry.manifest import validate_segment
     from lakeguard.training import pick_device
 
     policy = steps.effective_policy(cfg)
@@ -316,6 +320,9 @@ def validate_run_config(cfg) -> None:
             schedule=sanitize.schedule, seed=cfg.seed,
         )
     pick_device(cfg.device)
+    validate_segment(steps.registry_model_name(cfg), field="model.name")
+    if cfg.registry.version is not None:
+        validate_segment(cfg.registry.version, field="registry.version")
 
     data = steps.load_run_data(cfg)
     meta = steps.model_meta(cfg, data)
@@ -391,22 +398,9 @@ def run_pipeline_locally(cfg, paths: _RunPaths) -> None:
 
 
 def _import_pipeline_module():
-    """Import ``pipelines.lakeguard_pipeline``, from the source checkout when it is not installed."""
-    try:
-        import pipelines.lakeguard_pipeline as module
-    except ModuleNotFoundError as error:
-        if error.name not in ("pipelines", "components"):
-            raise
-        # NOTE: pyproject.toml packages only lakeguard*, so the `lakeguard` script finds the
-        # pipelines and components packages only in a source checkout beside the lakeguard folder.
-        source_root = Path(__file__).resolve().parent.parent
-        if not (source_root / "pipelines" / "lakeguard_pipeline.py").is_file():
-            raise ConfigError(
-                "the pipelines package is not installed; run lakeguard from a source checkout or install the pipelines "
-                "and components packages"
-            ) from error
-        sys.path.insert(0, str(source_root))
-        import pipelines.lakeguard_pipeline as module
+    """Import ``pipelines.lakeguard_pipeline``, which is packaged beside ``lakeguard``."""
+    import pipelines.lakeguard_pipeline as module
+
     return module
 
 
@@ -444,7 +438,8 @@ def _step_error(kfp_message: str, output: list[str]) -> Exception:
     """Rebuild the error of the failed step from kfp's failure message and the step's output."""
     match = _FAILED_TASK.search(_ANSI_ESCAPE.sub("", kfp_message))
     task = match.group("task") if match else "unknown"
-    lines = [_ANSI_ESCAPE.sub("", line).rstrip() for line in output]
+    # kfp.local indents the subprocess output and colours its own messages.
+    lines = [_ANSI_ESCAPE.sub("", line).strip() for line in output]
 
     for line in reversed(lines):
         found = _LAKEGUARD_ERROR_LINE.match(line)
@@ -457,7 +452,8 @@ def _step_error(kfp_message: str, output: list[str]) -> Exception:
             return StepFailedError(
                 f"step {task} failed: {found.group('type')}: {found.group('message')} (traceback in the log above)"
             )
-    return StepFailedError(f"step {task} failed without an error message; see the log above ({' '.join(kfp_message.split())})")
+    plain_message = " ".join(_ANSI_ESCAPE.sub("", kfp_message).split())
+    return StepFailedError(f"step {task} failed without an error message; see the log above ({plain_message})")
 
 
 def _lakeguard_error_type(qualified_name: str) -> type[LakeguardError]:
@@ -486,8 +482,8 @@ def build_summary(cfg, paths: _RunPaths) -> dict[str, Any]:
         "gate": {"passed", "reasons"}, "published": {"uri", "sha256"} or None}``, with stage in
         trained/sanitized and split in val/test, plus ``sanitize``, ``val_auc_delta``,
         ``registry_model_name``, ``run_dir``, ``config_file``, ``metrics_file`` and
-        ``durations_seconds``. Values that are not finite (infinite PSNR of an exact copy) become
-        None, because JSON has no token for them.
+        ``durations_seconds``. Values that are not finite become None, because JSON has no token
+        for them.
 
     Raises:
         StepFailedError: a step that ran left no result file.
@@ -568,6 +564,9 @@ def record_summary_metrics(metrics, summary: dict[str, Any]) -> None:
     )
     if summary["published"] is not None:
         metrics.record_published()
+    for step, seconds in summary["durations_seconds"].items():
+        if step != "pipeline" and seconds is not None:
+            metrics.record_step_duration(step, seconds)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """One end-to-end `lakeguard run` through kfp.local on a tiny real subset of BreastMNIST.
 
-The subset (64 training images, 2 epochs, 4 memorized images) keeps the run short; it says nothing
-about whether the gate should pass, so the test checks that every output agrees with the others.
+The subset (64 training images, 2 epochs, 4 memorized images) keeps the run short. Such a run does
+not determine whether the gate should pass, so the test checks that every output agrees with the others.
 """
 
 import json
@@ -29,7 +29,7 @@ LEAKAGE_KEYS = {"ssim", "psnr", "baseline_ssim", "reidentification_rate", "probe
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """Run the pipeline once; return (exit code, summary, run folder, registry root, stdout)."""
+    """Run the pipeline once; return (exit code, summary or None, run folder, registry root)."""
     root = tmp_path_factory.mktemp("smoke")
     run_dir, registry_root = root / "run", root / "registry"
     with pytest.MonkeyPatch.context() as patch:
@@ -64,7 +64,7 @@ def test_summary_has_every_key(tiny_run):
     assert summary["published"] is None or set(summary["published"]) == {"uri", "sha256"}
 
 
-def test_run_folder_holds_config_and_steps(tiny_run):
+def test_run_folder_contains_config_and_steps(tiny_run):
     _, _, run_dir, _ = tiny_run
 
     assert (run_dir / "config.yaml").is_file()

@@ -163,7 +163,7 @@ KFP_FAILURE = (
     ("output", "error_type", "message"),
     [
         (
-            ["Traceback (most recent call last):", '  File "steps.py", line 1', "lakeguard.errors.DataError: breastmnist.npz not found"],
+            ["    Traceback (most recent call last):", '      File "steps.py", line 1', "    lakeguard.errors.DataError: breastmnist.npz not found", "    "],
             "DataError",
             "step attack-audit-2 failed: breastmnist.npz not found",
         ),

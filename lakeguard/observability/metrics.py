@@ -154,6 +154,24 @@ class RunMetrics:
         finally:
             _logger.info("step %s took %.3f s", step, timer.duration)
 
+    def record_step_duration(self, step: str, seconds: float) -> None:
+        """Set ``lakeguard_step_duration_seconds{step}`` from a duration measured elsewhere.
+
+        Pipeline steps run in their own processes and report their durations in their outputs;
+        this records them in the run's metrics.
+
+        Raises:
+            ValueError: If ``step`` is not a valid step name or ``seconds`` is negative or not finite.
+        """
+        if not isinstance(step, str) or _STEP_PATTERN.fullmatch(step) is None:
+            raise ValueError(
+                f"step must be 1-64 characters from [A-Za-z0-9_.-] starting with a letter, got {step!r}"
+            )
+        value = _check_real("seconds", seconds, 0.0, math.inf)
+        if value is None:
+            raise ValueError("seconds must be a finite number >= 0, got None")
+        self._step_duration.labels(step=step).set(value)
+
     def record_leakage(
         self,
         stage: str,
