@@ -30,16 +30,16 @@ from lakeguard.models import ModelMeta, load_model, save_model
 from lakeguard.training import pick_device, predict_scores
 
 SETTINGS = [
-    # (anchor, base_lr, layer_decay, epochs)
-    ("input", 1e-4, 1.0, 2),
-    ("input", 1e-3, 1.0, 2),
-    ("input", 1e-3, 0.5, 2),
-    ("input", 2e-3, 0.5, 2),
-    ("input", 3e-3, 0.5, 2),
-    ("input", 3e-3, 0.3, 2),
-    ("input", 2e-3, 0.5, 4),
-    ("output", 1e-3, 0.5, 2),
-    ("output", 3e-3, 0.3, 2),
+    # (anchor, base_lr, layer_decay, epochs, batch_size, seed)
+    ("input", 1e-4, 1.0, 2, 128, 0),
+    ("input", 1e-3, 1.0, 2, 128, 0),
+    ("input", 1e-3, 0.5, 2, 128, 0),
+    ("input", 2e-3, 0.5, 2, 128, 0),
+    ("input", 3e-3, 0.5, 2, 128, 0),
+    ("input", 3e-3, 0.3, 2, 128, 0),
+    ("input", 2e-3, 0.5, 4, 128, 0),
+    ("output", 1e-3, 0.5, 2, 128, 0),
+    ("output", 3e-3, 0.3, 2, 128, 0),
 ]
 
 
@@ -52,6 +52,10 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=100, help="images the attack memorizes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="docs/sanitizer-sweep.json")
+    parser.add_argument(
+        "--setting", action="append", default=[],
+        help="anchor,base_lr,layer_decay,epochs,batch_size,seed[,schedule]; repeat to replace the built-in grid",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -97,9 +101,19 @@ def main() -> None:
         "test_auc": trained_test.auc,
         **trained_audit.leakage_summary(),
     }]
-    for anchor, base_lr, decay, epochs in SETTINGS:
+    grid = SETTINGS
+    if args.setting:
+        grid = [
+            (a, float(lr), float(d), int(e), int(b), int(s), *rest)
+            for a, lr, d, e, b, s, *rest in (item.split(",") for item in args.setting)
+        ]
+    for anchor, base_lr, decay, epochs, batch_size, seed, *rest in grid:
+        schedule = rest[0] if rest else "constant"
         candidate = copy.deepcopy(model)
-        settings = LayerDecaySettings(base_lr=base_lr, layer_decay=decay, anchor=anchor, epochs=epochs, seed=args.seed)
+        settings = LayerDecaySettings(
+            base_lr=base_lr, layer_decay=decay, anchor=anchor, epochs=epochs, batch_size=batch_size, seed=seed,
+            schedule=schedule,
+        )
         started = time.perf_counter()
         sanitize_layer_decay(candidate, images, labels, info.task, settings, device=device)
         seconds = time.perf_counter() - started
@@ -108,8 +122,9 @@ def main() -> None:
         test = evaluate_scores(data.test.labels, predict_scores(candidate, test_images, info.task, device=device), info.task, n_resamples=200)
         result = audit(candidate, "sanitized")
         row = {
-            "setting": f"anchor={anchor} base_lr={base_lr:g} layer_decay={decay:g} epochs={epochs}",
+            "setting": f"anchor={anchor} base_lr={base_lr:g} layer_decay={decay:g} epochs={epochs} batch={batch_size} seed={seed} schedule={schedule}",
             "anchor": anchor, "base_lr": base_lr, "layer_decay": decay, "epochs": epochs,
+            "batch_size": batch_size, "seed": seed, "schedule": schedule,
             "val_auc": delta.auc_b, "val_auc_delta": delta.delta, "val_auc_delta_ci": [delta.ci_low, delta.ci_high],
             "test_auc": test.auc, "sanitize_seconds": seconds,
             **result.leakage_summary(),

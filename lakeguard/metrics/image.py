@@ -13,7 +13,11 @@ therefore first map each reconstruction through the least-squares affine map ``a
 the reference (:func:`affine_fit`) and score the fitted image. :func:`pairwise_fitted_ssim` does
 this for every (reconstruction, reference) pair without materialising the fitted images.
 
-All images are float tensors of shape (N, C, H, W) with values in [0, data_range].
+All images are float tensors of shape (N, C, H, W) with values in [0, data_range]. Results are
+on the device of the inputs.
+
+NOTE: statistics are computed in float64, so tensors on Apple MPS devices, which lack float64,
+are not supported.
 """
 
 import logging
@@ -40,12 +44,14 @@ __all__ = [
 # Upper bound on the bytes of one block's local-statistics tensors in the pairwise kernel. Four
 # tensors of shape (L, outputs in block, references in block) are alive at once.
 _MAX_BLOCK_BYTES = 256 * 2**20
-# Unfolded references, (L, win_size**2, references), are built this many bytes at a time.
+# Bytes of one group of unfolded references, (L, win_size**2, references in group). Building a
+# group takes twice this for a moment.
 _MAX_UNFOLD_BYTES = 64 * 2**20
-# Pairs per block when chunk_size is None. Blocks of a few thousand pairs keep the block tensors
-# near the CPU caches; larger blocks measured no faster on 2 CPU cores (benchmarks/bench_similarity.py).
-_DEFAULT_CHUNK_PAIRS = 4096
-# References per block: enough columns for an efficient batched matmul.
+# Pairs per block when chunk_size is None. On 2 AMD EPYC cores (torch 2.13, 28x28 images), blocks
+# of 1,024 to 4,096 pairs ran equally fast. Blocks of 8,192 RGB pairs ran about 1.8x slower,
+# probably because their (L, p, r) tensors no longer fit the CPU caches.
+_DEFAULT_CHUNK_PAIRS = 2048
+# References per block. 32 and 64 measured the same, and 128 was slower.
 _MAX_BLOCK_REFERENCES = 64
 
 
@@ -156,8 +162,8 @@ def _box_mean(images: torch.Tensor, win_size: int) -> torch.Tensor:
     """Mean over each win_size x win_size window that lies inside the image.
 
     A 'valid' uniform filter equals scikit-image's ``uniform_filter`` followed by its crop of
-    (win_size - 1) // 2 pixels per border, because the cropped positions are exactly those whose
-    window never touches the reflected padding.
+    (win_size - 1) // 2 pixels per border, because the positions left after the crop are exactly
+    those whose window never reaches the reflected padding.
 
     Args:
         images: (N, C, H, W) tensor.
@@ -224,7 +230,7 @@ def ssim(
     channel_axis=0, win_size=win_size, K1=k1, K2=k2)`` per pair: uniform window, sample covariance
     (NP / (NP - 1) with NP = win_size**2), mean over the window positions fully inside the image,
     then over channels. The statistics are computed in float64 because local variances
-    E[x^2] - E[x]^2 lose about half of float32's digits, and the result is cast back.
+    E[x^2] - E[x]^2 lose digits to cancellation in float32, and the result is cast back.
 
     Args:
         x: (N, C, H, W) float tensor, values in [0, data_range], H and W >= win_size.
@@ -257,6 +263,8 @@ def ssim(
     _check_window_fits(x, "x", win_size)
 
     result_dtype = _result_dtype(x, y)
+    if x.shape[0] == 0:
+        return torch.empty(0, dtype=result_dtype, device=x.device)
     scores = _ssim_compute(x.double(), y.double(), data_range, win_size, k1, k2)
     return scores.to(result_dtype)
 
@@ -398,6 +406,8 @@ def fitted_ssim(
     _check_ssim_parameters(win_size, k1, k2)
     _check_window_fits(x, "x", win_size)
 
+    if x.shape[0] == 0:
+        return torch.empty(0, dtype=_result_dtype(x, y), device=x.device)
     x64 = x.double()
     y64 = y.double()
     slope, intercept = _affine_coefficients(x64, y64)
@@ -416,10 +426,18 @@ def fitted_ssim(
 #     cov_xy = cov_norm / NP * sum over the window of (x - mu_x)(y - mu_y),
 # so with every window unfolded into a row of NP = win_size**2 pixels and centred on its own
 # mean, cov_xy of all pairs in a block is one batched matmul over the L window positions. That
-# ran about 5x faster than pooling the pixel products on 2 CPU cores. Centring each window first,
-# instead of subtracting mu_x * mu_y afterwards, avoids cancellation: in flat regions such as the
-# black background of fundus images, E[xy] and mu_x * mu_y are large and nearly equal, while the
-# SSIM denominator there is only about c2, which made float32 scores drift by up to 4e-6.
+# ran about 10x faster than avg_pool2d over the pixel products of every pair.
+#
+# Each window is centred before the matmul, instead of subtracting mu_x * mu_y afterwards, to
+# avoid cancellation. In flat regions such as the black background of fundus images, E[xy] and
+# mu_x * mu_y are large and nearly equal, while the SSIM denominator there is only about c2.
+# Subtracting afterwards made float32 scores of dimmed RetinaMNIST images drift by 3.5e-6, and
+# centred windows by 1.5e-7.
+#
+# The remaining element-wise steps run eagerly on blocks small enough for the CPU caches.
+# torch.compile fused them and saved about 1 of 6 microseconds per pair, but compiling took 10-20 s
+# per process and needs a C++ compiler at run time, so the kernel does not use it. All timings:
+# 2 AMD EPYC cores, torch 2.13 CPU, 28x28 images.
 
 
 class _ImageStatistics:
@@ -430,9 +448,8 @@ class _ImageStatistics:
         centred: (N, C, H, W) float64 images minus their global mean.
         norm: (N,) float64 squared norm of the centred image.
         is_constant: (N,) bool, True where all pixels of an image are equal.
-        local_mean64: (L, N) float64 local means of the centred images, L = C * h * w valid
-            window positions.
-        local_mean: local_mean64 in the compute dtype.
+        local_mean: (L, N) local means of the centred images in the compute dtype, with
+            L = C * h * w valid window positions.
         local_var: (L, N) sample variance in each window, in the compute dtype.
     """
 
@@ -445,41 +462,50 @@ class _ImageStatistics:
         self.centred = images64 - self.mean[:, None, None, None]
         self.norm = self.centred.flatten(1).square().sum(dim=1)
         self.is_constant = flat.amax(dim=1) == flat.amin(dim=1)
+        self._centred_compute = self.centred.to(compute_dtype)
 
         local_mean = _box_mean(self.centred, win_size)
         local_var = cov_norm * (_box_mean(self.centred.square(), win_size) - local_mean.square())
         # (N, C, h, w) -> (L, N): window positions first, as in the batched matmul.
-        self.local_mean64 = local_mean.flatten(1).t().contiguous()
-        self.local_mean = self.local_mean64.to(compute_dtype)
+        self.local_mean = local_mean.flatten(1).t().contiguous().to(compute_dtype)
         self.local_var = local_var.flatten(1).t().contiguous().to(compute_dtype)
 
-    def centred_windows(self, index: slice, win_size: int, compute_dtype: torch.dtype) -> torch.Tensor:
+    def centred_windows(self, index: slice, win_size: int) -> torch.Tensor:
         """Unfold the windows of images[index], each centred on its own mean.
 
+        The subtraction runs in the compute dtype. Its rounding error is one shared offset per
+        window, which drops out of the covariance up to second order because the centred
+        pixels of a window sum to about 0.
+
         Returns:
-            (L, n, win_size**2) contiguous tensor in the compute dtype, with window positions in
-            the order of ``_box_mean(images).flatten(1)``.
+            (L, n, win_size**2) contiguous tensor, window positions in the order of
+            ``_box_mean(images).flatten(1)``.
         """
-        images = self.centred[index]
+        images = self._centred_compute[index]
         n = images.shape[0]
         windows = images.unfold(2, win_size, 1).unfold(3, win_size, 1)  # (n, C, h, w, k, k)
         windows = windows.reshape(n, -1, win_size * win_size).transpose(0, 1)  # (L, n, NP)
-        return (windows - self.local_mean64[:, index, None]).to(compute_dtype).contiguous()
+        # The broadcast subtraction writes a new contiguous tensor.
+        return windows - self.local_mean[:, index, None]
 
 
-def _fit_slopes(outputs: _ImageStatistics, references: _ImageStatistics) -> torch.Tensor:
+def _fit_slopes(
+    outputs: _ImageStatistics, out_index: slice, references: _ImageStatistics, ref_index: slice
+) -> torch.Tensor:
     """Least-squares slope a of every (output, reference) pair, as in :func:`affine_fit`.
 
-    a = <x - mean(x), y - mean(y)> / ||x - mean(x)||^2 for all pairs is one float64 matmul of
-    the centred images; constant outputs get a = 0.
+    a = <x - mean(x), y - mean(y)> / ||x - mean(x)||^2 for all pairs of the two index ranges is
+    one float64 matmul of the centred images; constant outputs get a = 0.
 
     Returns:
-        (P, R) float64 tensor.
+        (outputs in out_index, references in ref_index) float64 tensor.
     """
-    inner = outputs.centred.flatten(1) @ references.centred.flatten(1).t()
-    safe_norm = torch.where(outputs.is_constant, torch.ones_like(outputs.norm), outputs.norm)
+    inner = outputs.centred[out_index].flatten(1) @ references.centred[ref_index].flatten(1).t()
+    norm = outputs.norm[out_index]
+    is_constant = outputs.is_constant[out_index]
+    safe_norm = torch.where(is_constant, torch.ones_like(norm), norm)
     slopes = inner / safe_norm[:, None]
-    return slopes.masked_fill(outputs.is_constant[:, None], 0.0)
+    return slopes.masked_fill(is_constant[:, None], 0.0)
 
 
 def _block_shape(num_outputs: int, num_references: int, num_positions: int, itemsize: int,
@@ -511,16 +537,17 @@ def _iter_fitted_ssim_blocks(
         (output slice, reference slice, (block outputs, block references) tensor of scores in
         the compute dtype).
     """
+    if outputs.shape[0] == 0 or references.shape[0] == 0:
+        return
     compute_dtype = _result_dtype(outputs, references)
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
     num_pixels = win_size * win_size
     cov_norm = num_pixels / (num_pixels - 1)
 
-    # Per-image statistics, then the global fit of every pair.
+    # Per-image statistics; the global fits are computed per block of outputs below.
     out_stats = _ImageStatistics(outputs, compute_dtype, win_size)
     ref_stats = _ImageStatistics(references, compute_dtype, win_size)
-    slopes = _fit_slopes(out_stats, ref_stats).to(compute_dtype)  # (P, R)
 
     # Reference-side terms, (L, R). The fitted local mean is mu_x' = a * mu_xc + mean(y) for the
     # centred local mean mu_xc, because b = mean(y) - a * mean(x).
@@ -535,7 +562,6 @@ def _iter_fitted_ssim_blocks(
     block_outputs, block_references = _block_shape(
         outputs.shape[0], references.shape[0], num_positions, itemsize, chunk_size
     )
-    # The float64 unfold of a reference group takes twice these bytes before the cast.
     group_size = max(
         block_references,
         _MAX_UNFOLD_BYTES // (num_positions * num_pixels * itemsize) // block_references * block_references,
@@ -546,37 +572,46 @@ def _iter_fitted_ssim_blocks(
         compute_dtype,
     )
     c1_tensor = torch.tensor(c1, dtype=compute_dtype, device=outputs.device)
+    c2_tensor = torch.tensor(c2, dtype=compute_dtype, device=outputs.device)
 
     for group_start in range(0, references.shape[0], group_size):
         group_stop = min(group_start + group_size, references.shape[0])
-        # (L, NP, references in group): a column slice is a valid batched-matmul operand.
-        ref_windows = ref_stats.centred_windows(slice(group_start, group_stop), win_size, compute_dtype)
+        # (L, NP, references in group), contiguous: bmm ran about 20% slower on the transposed view.
+        ref_windows = ref_stats.centred_windows(slice(group_start, group_stop), win_size)
         ref_windows = ref_windows.transpose(1, 2).contiguous()
 
         for out_start in range(0, outputs.shape[0], block_outputs):
             out_block = slice(out_start, min(out_start + block_outputs, outputs.shape[0]))
             # Scaled so that the matmul returns 2 * cov_norm / NP * sum = 2 * cov_xy directly.
-            out_windows = out_stats.centred_windows(out_block, win_size, compute_dtype)
+            out_windows = out_stats.centred_windows(out_block, win_size)
             out_windows.mul_(2 * cov_norm / num_pixels)
             out_local_mean = out_stats.local_mean[:, out_block, None]  # (L, p, 1)
             out_local_var = out_stats.local_var[:, out_block, None]
+            group_slopes = _fit_slopes(out_stats, out_block, ref_stats, slice(group_start, group_stop))
+            group_slopes = group_slopes.to(compute_dtype)  # (p, references in group)
 
             for ref_start in range(group_start, group_stop, block_references):
                 ref_block = slice(ref_start, min(ref_start + block_references, group_stop))
                 columns = slice(ref_block.start - group_start, ref_block.stop - group_start)
-                slope = slopes[out_block, ref_block]  # (p, r)
+                slope = group_slopes[:, columns]  # (p, r)
 
                 # A2 = 2 cov_x'y + c2 = a * (2 cov_xy) + c2, shape (L, p, r).
                 contrast_num = torch.bmm(out_windows, ref_windows[:, :, columns])
-                contrast_num.mul_(slope).add_(c2)
+                torch.addcmul(c2_tensor, contrast_num, slope, out=contrast_num)
 
                 # A1 = 2 mu_x' mu_y + c1 and B1 = mu_x'^2 + mu_y^2 + c1.
                 fitted_mean = torch.addcmul(ref_mean[ref_block], slope, out_local_mean)
-                luminance_num = torch.addcmul(c1_tensor, fitted_mean, twice_ref_local_mean[:, None, ref_block])
-                luminance_den = fitted_mean.mul_(fitted_mean).add_(ref_luminance_term[:, None, ref_block])
+                luminance_num = torch.addcmul(
+                    c1_tensor, fitted_mean, twice_ref_local_mean[:, None, ref_block]
+                )
+                luminance_den = torch.addcmul(
+                    ref_luminance_term[:, None, ref_block], fitted_mean, fitted_mean, out=fitted_mean
+                )
 
                 # B2 = var_x' + var_y + c2 = a^2 var_x + var_y + c2.
-                contrast_den = torch.addcmul(ref_contrast_term[:, None, ref_block], slope * slope, out_local_var)
+                contrast_den = torch.addcmul(
+                    ref_contrast_term[:, None, ref_block], slope * slope, out_local_var
+                )
 
                 ssim_map = luminance_num.mul_(contrast_num).div_(luminance_den.mul_(contrast_den))
                 yield out_block, ref_block, ssim_map.mean(dim=0)
@@ -616,12 +651,13 @@ def pairwise_fitted_ssim(
 
     Entry [p, r] is ``fitted_ssim(outputs[p:p+1], references[r:r+1])``: the SSIM between the
     least-squares affine map of output p onto reference r and reference r. The fitted images are
-    never built. The per-image local statistics are computed once, the global fits of all pairs
-    take one matmul, and each block of pairs needs one batched matmul for its local cross moments
-    plus a fixed number of element-wise passes (see the comment above ``_ImageStatistics``).
+    never built. The per-image local statistics are computed once, and the global fits take one
+    float64 matmul per group of pairs. Each block of pairs then needs one batched matmul for its
+    local covariances and a fixed number of element-wise passes, as the comment above
+    ``_ImageStatistics`` derives.
 
-    float32 inputs are scored in float32 (statistics that are per image are computed in float64
-    first); the results agree with :func:`fitted_ssim` to about 1e-6.
+    float32 inputs are scored in float32, after the per-image statistics and the fits are
+    computed in float64; the results agree with :func:`fitted_ssim` to within 1e-5.
 
     Args:
         outputs: (P, C, H, W) float tensor, the reconstructions. Any finite range.
@@ -630,7 +666,7 @@ def pairwise_fitted_ssim(
         win_size: Odd side of the square window in pixels, at least 3.
         k1: Luminance constant, c1 = (k1 * data_range) ** 2, positive.
         k2: Contrast constant, c2 = (k2 * data_range) ** 2, positive.
-        chunk_size: Maximum number of pairs scored per block; None picks 4096. Blocks are also
+        chunk_size: Maximum number of pairs scored per block; None picks 2048. Blocks are also
             capped so that their four (C * h * w, outputs, references) intermediates stay under
             256 MB. The result does not depend on it.
 
@@ -720,10 +756,11 @@ def pairwise_mse(
 ) -> torch.Tensor:
     """Compute the mean squared error of every (output, reference) pair.
 
-    Uses ||x - y||^2 = ||x||^2 + ||y||^2 - 2 <x, y> on globally centred images, with the inner
-    products of all pairs in one float64 matmul. With ``fitted=True`` the output is first mapped
-    onto the reference by :func:`affine_fit`, whose residual is
-    ||y_c||^2 - <x_c, y_c>^2 / ||x_c||^2 for centred x_c, y_c (||y_c||^2 for a constant x).
+    Uses ||x - y||^2 = ||x_c||^2 + ||y_c||^2 - 2 <x_c, y_c> + n (mean(x) - mean(y))^2, where
+    x_c and y_c are the images centred on their global means and n is the number of values per
+    image. The inner products of all pairs take one float64 matmul. With ``fitted=True`` the
+    output is first mapped onto the reference by :func:`affine_fit`, whose residual is
+    ||y_c||^2 - <x_c, y_c>^2 / ||x_c||^2 (||y_c||^2 for a constant x).
 
     Args:
         outputs: (P, C, H, W) float tensor.
@@ -759,8 +796,9 @@ def pairwise_mse(
         explained = (inner * inner / safe_norm[:, None]).masked_fill(is_constant[:, None], 0.0)
         squared_error = ref_norm[None, :] - explained
     else:
-        # The centred parts and the mean offset are orthogonal: ||x - y||^2 = ||x_c - y_c||^2 + n (mx - my)^2.
+        # x_c - y_c is orthogonal to the constant offset mean(x) - mean(y), so their squared norms add.
         mean_gap = out_mean[:, None] - ref_mean[None, :]
-        squared_error = out_norm[:, None] + ref_norm[None, :] - 2 * inner + num_values * mean_gap * mean_gap
+        squared_error = out_norm[:, None] + ref_norm[None, :] - 2 * inner
+        squared_error += num_values * mean_gap * mean_gap
     mse = squared_error.clamp_min_(0.0) / num_values
     return mse.to(_result_dtype(outputs, references))
