@@ -585,3 +585,7 @@ def _command_compile(args: argparse.Namespace) -> int:
     module = _import_pipeline_module()
     print(module.compile_pipeline(args.path) if args.path else module.compile_pipeline())
     return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

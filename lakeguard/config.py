@@ -53,7 +53,7 @@ class AttackConfig:
 class SanitizeConfig:
     method: str = "lwlrd"  # lwlrd = layer-wise learning-rate-decay fine-tuning; none = export unchanged
     anchor: str = "input"  # end of the network where k = 0: input | output
-    base_lr: float = 3.0e-3  # learning rate at the anchored layer (chosen by measurement: docs/sanitizer.md)
+    base_lr: float = 4.0e-3  # learning rate at the anchored layer (chosen by measurement: docs/sanitizer.md)
     layer_decay: float = 0.5  # factor per layer away from the anchor; lr_k = base_lr * layer_decay**k
     epochs: int = 3  # passes over the training split
     optimizer: str = "adam"  # adam | adamw | sgd (momentum 0.9)
