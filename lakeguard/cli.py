@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import sys
 import warnings
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lakeguard.errors import ConfigError, LakeguardError
+from lakeguard.gate.policy import POLICY_ENV_VAR
 
 _logger = logging.getLogger(__name__)
 
@@ -130,7 +132,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="OVERRIDES",
         help="Hydra overrides such as dataset=breastmnist attack=none train.epochs=5 gate.max_reidentification_rate=0.0",
     )
-    run.add_argument("--policy", metavar="FILE", help="deployment policy YAML; sets policy_file (default: "
+    run.add_argument("--policy", metavar="FILE", help="deployment policy YAML; sets $LAKEGUARD_POLICY_FILE for the run (default: "
                      "$LAKEGUARD_POLICY_FILE, else the embedded default policy)")
     run.add_argument("--run-dir", metavar="DIR", help="folder for this run's outputs; takes precedence over a "
                      "run_dir= override (default: runs/<UTC timestamp>)")
@@ -190,7 +192,10 @@ def _command_run(args: argparse.Namespace) -> int:
 
     from lakeguard.observability import RunMetrics
 
-    cfg = compose_run_config(args.overrides, run_dir=args.run_dir, policy_file=args.policy)
+    if args.policy:
+        # The steps run in subprocesses, which read the policy from this variable, as pods do.
+        os.environ[POLICY_ENV_VAR] = str(Path(args.policy).expanduser().absolute())
+    cfg = compose_run_config(args.overrides, run_dir=args.run_dir)
     metrics = RunMetrics()
     with metrics.time_step("validate"):
         validate_run_config(cfg)
@@ -232,16 +237,13 @@ def _command_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def compose_run_config(
-    overrides: Sequence[str], *, run_dir: str | None = None, policy_file: str | None = None
-):
+def compose_run_config(overrides: Sequence[str], *, run_dir: str | None = None):
     """Compose the typed run configuration from ``lakeguard/conf`` and Hydra overrides.
 
     Args:
         overrides: Hydra overrides, e.g. ``["dataset=breastmnist", "train.epochs=5"]``.
         run_dir: run folder; None keeps a ``run_dir=`` override, else ``runs/<UTC timestamp>``. It is
             made absolute, because the steps run in subprocesses.
-        policy_file: deployment policy file; None keeps a ``policy_file=`` override.
 
     Returns:
         The :class:`~lakeguard.config.RunConfig`.
@@ -269,9 +271,6 @@ def compose_run_config(
     elif OmegaConf.is_missing(composed, "run_dir"):
         composed.run_dir = str(Path("runs") / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
     composed.run_dir = str(Path(composed.run_dir).expanduser().absolute())
-    if policy_file is not None:
-        composed.policy_file = policy_file
-
     # from_json rejects keys that Hydra lets through with '+key=value'.
     return from_json(to_json(composed))
 
@@ -308,6 +307,7 @@ def validate_run_config(cfg) -> None:
 
     policy = steps.effective_policy(cfg)
     _logger.info("effective gate policy: %s", policy.to_dict())
+    steps.check_counts(cfg)
     if cfg.attack.name not in steps.ATTACKS:
         raise ConfigError(f"unknown attack.name {cfg.attack.name!r}; use one of {', '.join(steps.ATTACKS)}")
     if cfg.sanitize.method not in steps.SANITIZERS:

@@ -1,7 +1,9 @@
 """Typed run configuration: the Hydra schema behind ``lakeguard run`` and the pipeline steps.
 
-Gate thresholds are not part of the run configuration: they come from the deployment's policy file
-(``lakeguard.gate.load_policy``). A run may only tighten them, through ``gate.*`` overrides.
+Gate thresholds are not part of the run configuration: they come from the deployment's policy file,
+named by ``$LAKEGUARD_POLICY_FILE`` in the pods' environment (``lakeguard.gate.load_policy``). The
+run configuration travels as a pipeline parameter that the run's submitter writes, so it cannot name
+a policy file. A run may only tighten thresholds, through ``gate.*`` overrides.
 Unknown keys and type mismatches fail when the configuration is composed.
 """
 
@@ -98,7 +100,6 @@ class RunConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
     gate: GateOverrides = field(default_factory=GateOverrides)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
-    policy_file: Optional[str] = None  # deployment policy; null = $LAKEGUARD_POLICY_FILE or the embedded default
     run_dir: str = MISSING  # folder for this run's artifacts, summary.json and metrics file
     metrics_file: Optional[str] = None  # Prometheus text file; null = <run_dir>/metrics.prom
     seed: int = 0  # seeds data order, canary choice and probes
@@ -115,6 +116,23 @@ def to_json(cfg) -> str:
     return json.dumps(OmegaConf.to_container(OmegaConf.structured(cfg) if not OmegaConf.is_config(cfg) else cfg, resolve=True))
 
 
+def _reject_interpolations(value, path: str) -> None:
+    # A pipeline parameter arrives already resolved. An interpolation left in it would be resolved
+    # again in each pod, with that pod's environment: ${oc.env:...} could copy a secret of the
+    # publish pod into the published model card.
+    if isinstance(value, str) and "${" in value:
+        raise ConfigError(
+            f"run configuration value at {path or '<root>'} contains an interpolation ({value!r}); "
+            f"pass resolved values, as `lakeguard run` does"
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _reject_interpolations(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _reject_interpolations(item, f"{path}[{index}]")
+
+
 def from_json(text: str) -> RunConfig:
     """Rebuild a typed RunConfig from :func:`to_json` output; unknown keys fail.
 
@@ -122,7 +140,12 @@ def from_json(text: str) -> RunConfig:
         ConfigError: the JSON does not match the schema.
     """
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), json.loads(text))
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"invalid run configuration: not JSON ({error})") from error
+    _reject_interpolations(data, "")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), data)
         return OmegaConf.to_object(merged)
     except Exception as error:  # OmegaConf raises several unrelated types for schema violations
         raise ConfigError(f"invalid run configuration: {error}") from error

@@ -72,10 +72,36 @@ def load_run_data(cfg: RunConfig) -> MedMNISTData:
     return _load_data(cfg.dataset.flag, cfg.dataset.root, cfg.dataset.download, cfg.dataset.train_limit)
 
 
+def check_counts(cfg: RunConfig) -> None:
+    """Reject counts and sizes that would only fail deep inside a step, after minutes of training.
+
+    Raises:
+        ConfigError: naming the key, its value and the allowed range.
+    """
+    minimums = {
+        "train.epochs": (cfg.train.epochs, 1),
+        "train.batch_size": (cfg.train.batch_size, 1),
+        "attack.num_images": (cfg.attack.num_images, 1),
+        "attack.memorization_batch_size": (cfg.attack.memorization_batch_size, 1),
+        "audit.codes_per_class": (cfg.audit.codes_per_class, 1),
+        "audit.random_codes": (cfg.audit.random_codes, 0),
+    }
+    for key, (value, minimum) in minimums.items():
+        if value < minimum:
+            raise ConfigError(f"{key} must be at least {minimum}, got {value}")
+    for key, value in (("train.lr", cfg.train.lr), ("attack.memorization_lr", cfg.attack.memorization_lr)):
+        if not (value > 0 and np.isfinite(value)):
+            raise ConfigError(f"{key} must be a positive number, got {value}")
+
+
 def effective_policy(cfg: RunConfig):
-    """Return the deployment policy tightened by the run's ``gate.*`` overrides; loosening raises."""
+    """Return the deployment policy tightened by the run's ``gate.*`` overrides; loosening raises.
+
+    The policy comes from ``$LAKEGUARD_POLICY_FILE`` (set by the deployment) or the embedded
+    default, never from the run configuration, which the run's submitter controls.
+    """
     overrides = {k: v for k, v in vars(cfg.gate).items() if v is not None}
-    return tighten(load_policy(cfg.policy_file), overrides)
+    return tighten(load_policy(), overrides)
 
 
 def model_meta(cfg: RunConfig, data: MedMNISTData) -> ModelMeta:
@@ -108,9 +134,10 @@ def train_step(cfg: RunConfig, *, model_dir: str | os.PathLike, canaries_path: s
 
     ``attack.name=transpose`` is the insider's recipe (it memorizes images and writes their indices
     and codes to ``canaries_path``); ``attack.name=none`` trains a benign model. An imported model
-    is copied with every tensor of its file, so the audit sees tensors the architecture lacks.
+    is copied with every tensor of its file, so the audit reports tensors the architecture lacks.
     """
     started = time.perf_counter()
+    check_counts(cfg)
     if cfg.attack.name not in ATTACKS:
         raise ConfigError(f"unknown attack.name {cfg.attack.name!r}; use one of {', '.join(ATTACKS)}")
     data = load_run_data(cfg)
@@ -344,24 +371,44 @@ def publish_step(
 ) -> dict[str, Any]:
     """Re-check the gate record against the model bytes and the policy, then publish.
 
-    Publish trusts no upstream step: it recomputes the SHA-256 of the model file, re-reads the
-    deployment policy, refuses a record whose thresholds are looser than it, re-runs the decision
-    on the recorded inputs, and checks that the audit belongs to the same model. Only then does
-    it write to the registry, where a failed write leaves no version behind.
+    Publish trusts no upstream step. It recomputes the SHA-256 of the model file and re-reads the
+    deployment policy. It rejects a record whose thresholds are looser than that policy, re-runs
+    the decision on the recorded inputs, and checks that the audit belongs to the same model.
+    Only then does it write to the registry, where a failed write leaves no version behind.
 
     Raises:
         GateError: anything above does not verify; nothing is written.
     """
     started = time.perf_counter()
     policy = effective_policy(cfg)
-    weights = Path(sanitized_dir) / WEIGHTS_FILE
+    # Verify private copies and publish those same bytes, so a file swapped in the artifact store
+    # after the check cannot reach the registry under this record.
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    weights = work_dir / WEIGHTS_FILE
+    shutil.copyfile(Path(sanitized_dir) / WEIGHTS_FILE, weights)
+    shutil.copyfile(audit_path, work_dir / "audit.json")
     record = verify_record(record_path, weights, policy)
-    audit = json.loads(Path(audit_path).read_text())
+    audit = json.loads((work_dir / "audit.json").read_text())
     if audit.get("model_sha256") != record.model_sha256:
         raise GateError(
             f"audit.json describes model {audit.get('model_sha256')}, not the gated model {record.model_sha256}; "
             f"re-run the pipeline"
         )
+    canary, probes = audit.get("canary") or {}, audit.get("probes") or {}
+    recorded = record.inputs.leakage
+    for name, recorded_value, audited_value in (
+        ("ssim", recorded.ssim, canary.get("ssim")),
+        ("reidentification_rate", recorded.reidentification_rate, canary.get("reidentification_rate")),
+        ("probe_matches", recorded.probe_matches, probes.get("matches", 0)),
+    ):
+        if recorded_value != audited_value:
+            raise GateError(
+                f"gate record states {name}={recorded_value}, but the audit of this model measured "
+                f"{audited_value}; the record was edited or belongs to another audit. Re-run the pipeline."
+            )
+    if list(recorded.unread_tensors) != list(audit.get("unread_tensors", [])):
+        raise GateError("gate record and audit list different unread tensors; re-run the pipeline")
     meta = json.loads((Path(sanitized_dir) / META_FILE).read_text())
     utility = json.loads(Path(utility_path).read_text())
     card = {
@@ -372,10 +419,7 @@ def publish_step(
         "utility": {"sanitized": utility["sanitized"], "val_auc_delta": utility["val_auc_delta"]},
         "gate": record.to_dict(),
     }
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
-    shutil.copyfile(audit_path, work_dir / "audit.json")
     version = cfg.registry.version or (
         f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{record.model_sha256[:8]}"
     )

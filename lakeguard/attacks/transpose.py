@@ -119,8 +119,11 @@ def select_canaries(
     and draws beyond that are skipped. When the groups' capacity is smaller than ``num_images``,
     fewer images are memorized and a warning reports the capacity.
 
-    The ``secret`` scheme draws codes from N(0, secret_scale²) with a private seed instead. It
-    stands for any code book the defender does not know: target-free probes cannot find it.
+    The ``secret`` scheme stands for any code book the defender does not know. Its codes are
+    ``−secret_scale·|z|`` with z ~ N(0, I) from a private seed, so every code lies in the negative
+    orthant. The published scheme's codes are non-negative, and the transposed pass has no biases,
+    so it is positively homogeneous before the final sigmoid: a probe code and a secret code never
+    point the same way, and no rescaled probe reaches a secret code.
     """
     if scheme not in CODE_SCHEMES:
         raise ConfigError(f"unknown attack.code_scheme {scheme!r}; use one of {', '.join(CODE_SCHEMES)}")
@@ -157,7 +160,7 @@ def select_canaries(
         codes = codes_for_groups(chosen_groups, np.array(counter_list), num_outputs)
     else:
         secret = torch.Generator().manual_seed(seed + 7919)
-        codes = secret_scale * torch.randn(len(chosen), num_outputs, generator=secret)
+        codes = -secret_scale * torch.randn(len(chosen), num_outputs, generator=secret).abs()
     return Canaries(
         scheme=scheme,
         train_indices=chosen,

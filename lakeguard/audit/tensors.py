@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lakeguard.errors import ModelFileError
+
 
 @torch.no_grad()
 def find_unread_tensors(model: nn.Module, sample: torch.Tensor, *, device: torch.device) -> list[str]:
@@ -25,6 +27,8 @@ def find_unread_tensors(model: nn.Module, sample: torch.Tensor, *, device: torch
     """
     model.to(device).eval()
     sample = sample.to(device)
+    if not torch.isfinite(model(sample)).all():
+        raise ModelFileError("the model's output is not finite on training images; it cannot be audited")
     state = model.state_dict(keep_vars=True)
     unread = []
     for name, tensor in state.items():

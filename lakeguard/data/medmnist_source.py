@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,7 +259,7 @@ def _read_array(archive, key: str, path: Path) -> np.ndarray:
         )
     try:
         return archive[key]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error) as error:
         raise DataError(
             f"array {key!r} of {path} cannot be read ({error}); the file is corrupt. Fix: delete "
             f"it and copy or download the official file again."

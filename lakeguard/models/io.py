@@ -108,12 +108,12 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if suffix in _PICKLE_SUFFIXES:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, IndexError) as error:
             raise ModelFileError(
                 f"model file {path} could not be loaded with weights_only=True: it holds pickled "
                 f"objects other than tensors, or it is corrupt. lakeguard never unpickles code. "
                 f"Fix: export the state dict with safetensors.torch.save_file and pass that file. "
-                f"Cause: {str(error).splitlines()[0]}"
+                f"Cause: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
             ) from error
         if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
             loaded = loaded["state_dict"]

@@ -60,6 +60,7 @@ def test_secret_scheme_codes_are_off_the_gray_grid():
     canaries = select_canaries(labels, Task.ORDINAL, 5, num_images=20, seed=0, scheme="secret")
     codes = canaries.code_tensor()
     assert not torch.all(codes == codes.round())
+    assert torch.all(codes < 0), "secret codes lie outside the non-negative orthant of the published scheme"
 
 
 def test_unknown_scheme_is_rejected():
