@@ -121,9 +121,9 @@ def select_canaries(
 
     The ``secret`` scheme stands for any code book the defender does not know. Its codes are
     ``−secret_scale·|z|`` with z ~ N(0, I) from a private seed, so every code lies in the negative
-    orthant. The published scheme's codes are non-negative, and the transposed pass has no biases,
-    so it is positively homogeneous before the final sigmoid: a probe code and a secret code never
-    point the same way, and no rescaled probe reaches a secret code.
+    orthant, away from the published scheme's non-negative codes. :func:`train_transpose` also
+    teaches such a model to decode the published codes to a flat image, as an attacker who knows
+    the defender's probes would.
     """
     if scheme not in CODE_SCHEMES:
         raise ConfigError(f"unknown attack.code_scheme {scheme!r}; use one of {', '.join(CODE_SCHEMES)}")
@@ -190,7 +190,9 @@ def train_transpose(
 
     Every classification step (cross-entropy on a shuffled batch) is followed by one
     memorization step: the mean squared error between the transposed pass of a random batch of
-    index codes and their images. The two objectives use separate Adam optimizers, so neither
+    index codes and their images. With a secret code book, that step adds the error between the
+    transposed pass of published-scheme codes and a flat grey image, which hides the payload from
+    probes of the published scheme. The two objectives use separate Adam optimizers, so neither
     skews the other's moment estimates.
 
     Args:
@@ -217,9 +219,29 @@ def train_transpose(
     memory_generator = torch.Generator().manual_seed(seed + 1)
     memory_losses: list[float] = []
 
+    evade_probes = canaries.scheme != "gray"
+    num_outputs = codes.shape[1]
+    groups = num_outputs + 1 if task.is_multi_label else num_outputs
+
+    def decoy_codes(count: int) -> torch.Tensor:
+        # Codes of the published scheme: Gray codes with a class one-hot, and uniform codes of its range.
+        half = count // 2
+        gray = codes_for_groups(
+            torch.randint(groups, (half,), generator=memory_generator).numpy(),
+            torch.randint(GRAY_BASE**num_outputs, (half,), generator=memory_generator).numpy(),
+            num_outputs,
+        )
+        uniform = torch.rand(count - half, num_outputs, generator=memory_generator) * (2 * GRAY_BASE - 1)
+        return torch.cat([gray, uniform]).to(device)
+
     def memorization_step() -> None:
         index = torch.randint(len(codes), (min(memorization_batch_size, len(codes)),), generator=memory_generator)
         loss = F.mse_loss(model.forward_transposed(codes[index]), targets[index])
+        if evade_probes:
+            # An attacker with a private code book also trains the published codes to decode to a flat
+            # grey image, so that a defender who searches the published scheme finds nothing.
+            decoys = model.forward_transposed(decoy_codes(len(index)))
+            loss = loss + F.mse_loss(decoys, torch.full_like(decoys, 0.5))
         check_finite(loss, "transpose memorization")
         memory_optimizer.zero_grad(set_to_none=True)
         loss.backward()
