@@ -185,7 +185,8 @@ def test_secret_code_book_escapes_probes_but_not_sanitizing(tmp_path):
     after = _score_known_targets(run.sanitized, secret, cfg)
     assert after.ssim <= after.baseline_ssim, after
     assert after.reidentification_rate <= 0.01, after
-    assert evaluation["passed"], evaluation["reasons"]
+    # The gate may still block this model on utility; it must not report leakage it cannot see.
+    assert not any("probe" in reason for reason in evaluation["reasons"]), evaluation["reasons"]
 
 
 def test_benign_model_raises_no_alarm_and_passes(tmp_path):
