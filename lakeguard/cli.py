@@ -204,7 +204,7 @@ def _command_run(args: argparse.Namespace) -> int:
     paths.config_file.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     _logger.info("resolved configuration written to %s", paths.config_file)
     metrics.record_run_info(
-        dataset=cfg.dataset.flag, model=cfg.model.arch, attack=cfg.attack.name, sanitize=cfg.sanitize.method
+        dataset=cfg.dataset.flag, model=cfg.model.arch, attack=_attack_label(cfg), sanitize=cfg.sanitize.method
     )
 
     # The steps run in subprocesses and report their own durations, which record_summary_metrics
@@ -228,7 +228,7 @@ def _command_run(args: argparse.Namespace) -> int:
     if gate["passed"]:
         _logger.info("gate passed; published %s", summary["published"]["uri"])
     else:
-        _logger.warning("gate failed; nothing was published: %s", "; ".join(gate["reasons"]))
+        _logger.warning("gate failed; nothing was published: %s", " ".join(gate["reasons"]))
     print(f"run folder: {paths.run_dir}")
     print(f"summary: {paths.summary_file}")
     print(f"metrics: {paths.metrics_file}")
@@ -512,7 +512,7 @@ def build_summary(cfg, paths: _RunPaths) -> dict[str, Any]:
     return {
         "dataset": cfg.dataset.flag,
         "model": cfg.model.arch,
-        "attack": cfg.attack.name,
+        "attack": _attack_label(cfg),
         "sanitize": cfg.sanitize.method,
         "utility": utility,
         "leakage": leakage,
@@ -525,6 +525,11 @@ def build_summary(cfg, paths: _RunPaths) -> dict[str, Any]:
         "metrics_file": str(paths.metrics_file),
         "durations_seconds": durations,
     }
+
+
+def _attack_label(cfg) -> str:
+    """Return the attack recipe of the run, or ``imported`` when ``model.uri`` replaced training."""
+    return "imported" if cfg.model.uri else cfg.attack.name
 
 
 def _read_step(steps_dir: Path, name: str) -> dict[str, Any] | None:

@@ -345,7 +345,7 @@ def evaluate_step(
     write_record(record, record_path)
     utility = {"trained": trained, "sanitized": sanitized, "val_auc_delta": delta.to_dict()}
     Path(utility_path).write_text(json.dumps(utility, indent=2) + "\n")
-    _logger.info("gate %s: %s", "passed" if record.passed else "FAILED", "; ".join(record.reasons) or "all checks passed")
+    _logger.info("gate %s: %s", "passed" if record.passed else "FAILED", " ".join(record.reasons) or "all checks passed")
     result = {
         "passed": record.passed,
         "reasons": list(record.reasons),
