@@ -97,7 +97,9 @@ def test_attacked_model_is_flagged_by_canaries_and_probes(attacked):
 
 
 def test_sanitized_model_passes_gate_and_is_published(attacked, tmp_path):
-    cfg = make_cfg(tmp_path)
+    # The shipped base_lr (4e-3) is sized for the 300-epoch recipe. On this 150-epoch model it
+    # costs 0.03 validation AUC, while 3e-3 removes the leak within the utility limit.
+    cfg = make_cfg(tmp_path, **{"sanitize.base_lr": 3e-3})
     evaluation = attacked.sanitize_and_evaluate(cfg)
     audit = json.loads((attacked.root / "audit_sanitized.json").read_text())
     assert audit["canary"]["ssim"] <= audit["canary"]["baseline_ssim"], audit["canary"]
