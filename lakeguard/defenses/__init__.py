@@ -1,5 +1,6 @@
 """Sanitizers that scramble data hidden in a model's weights while keeping its utility."""
 
+from lakeguard.defenses.dead_units import zero_dead_units
 from lakeguard.defenses.layer_decay import (
     ANCHORS,
     OPTIMIZERS,
@@ -16,4 +17,5 @@ __all__ = [
     "param_groups_layer_decay",
     "sanitize_layer_decay",
     "scaled_lr_lambda",
+    "zero_dead_units",
 ]

@@ -28,6 +28,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from lakeguard.defenses.dead_units import zero_dead_units
 from lakeguard.errors import ConfigError
 from lakeguard.models.registry import layer_groups
 from lakeguard.tasks import Task
@@ -171,6 +172,9 @@ def sanitize_layer_decay(
 ) -> nn.Module:
     """Fine-tune ``model`` in place with layer-wise learning-rate decay; return it in eval mode.
 
+    After fine-tuning, hidden units that no training image activates are zeroed
+    (:func:`~lakeguard.defenses.dead_units.zero_dead_units`), because their weights get no gradient.
+
     Args:
         model: a registered architecture.
         images: training images (N, C, H, W) in [0, 1].
@@ -207,4 +211,6 @@ def sanitize_layer_decay(
         scheduler=scheduler,
         log_prefix="LWLRD",
     )
+    # Fine-tuning cannot move weights that get no gradient; zero those of units that never activate.
+    zero_dead_units(model, images)
     return model
