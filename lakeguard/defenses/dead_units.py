@@ -52,7 +52,7 @@ def zero_dead_units(model: nn.Module, images: torch.Tensor, *, batch_size: int =
     Args:
         model: a :class:`TransposableMLP` or :class:`TransposableCNN`; other architectures are
             returned unchanged.
-        images: the training split (N, C, H, W) in [0, 1], on the model's device.
+        images: the training split (N, C, H, W) in [0, 1]; moved to the model's device.
 
     Returns:
         The number of units or channels zeroed.
