@@ -45,9 +45,7 @@ def train(config_json: str, run_dir: str, model: Output[Model], canaries: Output
     from lakeguard import steps
     from lakeguard.config import from_json
 
-    cfg = from_json(config_json)
-    if run_dir:
-        cfg.run_dir = run_dir
+    cfg = from_json(config_json, run_dir=run_dir)
 
     result = steps.train_step(cfg, model_dir=model.path, canaries_path=canaries.path)
 
@@ -81,9 +79,7 @@ def attack_audit(
     from lakeguard import steps
     from lakeguard.config import from_json
 
-    cfg = from_json(config_json)
-    if run_dir:
-        cfg.run_dir = run_dir
+    cfg = from_json(config_json, run_dir=run_dir)
 
     result = steps.audit_step(
         cfg, stage=stage, model_dir=model.path, canaries_path=canaries.path, audit_path=audit.path, report_path=report.path
@@ -112,9 +108,7 @@ def llrd_sanitize(config_json: str, run_dir: str, model: Input[Model], sanitized
     from lakeguard import steps
     from lakeguard.config import from_json
 
-    cfg = from_json(config_json)
-    if run_dir:
-        cfg.run_dir = run_dir
+    cfg = from_json(config_json, run_dir=run_dir)
 
     result = steps.sanitize_step(cfg, model_dir=model.path, out_dir=sanitized_model.path)
 
@@ -157,9 +151,7 @@ def evaluate(
     from lakeguard import steps
     from lakeguard.config import from_json
 
-    cfg = from_json(config_json)
-    if run_dir:
-        cfg.run_dir = run_dir
+    cfg = from_json(config_json, run_dir=run_dir)
 
     result = steps.evaluate_step(
         cfg,
@@ -209,9 +201,7 @@ def publish(
     from lakeguard import steps
     from lakeguard.config import from_json
 
-    cfg = from_json(config_json)
-    if run_dir:
-        cfg.run_dir = run_dir
+    cfg = from_json(config_json, run_dir=run_dir)
 
     result = steps.publish_step(
         cfg,

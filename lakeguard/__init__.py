@@ -3,7 +3,7 @@
 It audits a model for training images hidden in its weights (transpose attack, extra tensors),
 sanitizes it with layer-wise learning-rate-decay fine-tuning, checks that utility survived and the
 leak did not, and publishes only what passes. Subpackages: ``data``, ``models``, ``attacks``,
-``audit``, ``defenses``, ``metrics``, ``gate``, ``registry``, ``observability``; ``steps`` holds the
+``audit``, ``defenses``, ``metrics``, ``gate``, ``registry``, ``observability``; ``steps`` contains the
 pipeline steps and ``cli`` the ``lakeguard`` command.
 """
 

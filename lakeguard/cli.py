@@ -300,25 +300,13 @@ def validate_run_config(cfg) -> None:
         RegistryError: the registry model name or ``registry.version`` is not a safe path segment.
     """
     from lakeguard import steps
-    from lakeguard.defenses import LayerDecaySettings
     from lakeguard.models.io import load_model
     from lakeguard.registry.manifest import validate_segment
     from lakeguard.training import pick_device
 
     policy = steps.effective_policy(cfg)
     _logger.info("effective gate policy: %s", policy.to_dict())
-    steps.check_counts(cfg)
-    if cfg.attack.name not in steps.ATTACKS:
-        raise ConfigError(f"unknown attack.name {cfg.attack.name!r}; use one of {', '.join(steps.ATTACKS)}")
-    if cfg.sanitize.method not in steps.SANITIZERS:
-        raise ConfigError(f"unknown sanitize.method {cfg.sanitize.method!r}; use one of {', '.join(steps.SANITIZERS)}")
-    if cfg.sanitize.method == "lwlrd":
-        sanitize = cfg.sanitize
-        LayerDecaySettings(
-            base_lr=sanitize.base_lr, layer_decay=sanitize.layer_decay, anchor=sanitize.anchor, epochs=sanitize.epochs,
-            optimizer=sanitize.optimizer, weight_decay=sanitize.weight_decay, batch_size=sanitize.batch_size,
-            schedule=sanitize.schedule, seed=cfg.seed,
-        )
+    steps.check_config(cfg)
     pick_device(cfg.device)
     validate_segment(steps.registry_model_name(cfg), field="model.name")
     if cfg.registry.version is not None:

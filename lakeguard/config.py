@@ -133,8 +133,11 @@ def _reject_interpolations(value, path: str) -> None:
             _reject_interpolations(item, f"{path}[{index}]")
 
 
-def from_json(text: str) -> RunConfig:
+def from_json(text: str, *, run_dir: str = "") -> RunConfig:
     """Rebuild a typed RunConfig from :func:`to_json` output; unknown keys fail.
+
+    A non-empty ``run_dir`` replaces the configuration's run folder, as a pipeline step's own
+    ``run_dir`` parameter does.
 
     Raises:
         ConfigError: the JSON does not match the schema.
@@ -146,6 +149,9 @@ def from_json(text: str) -> RunConfig:
     _reject_interpolations(data, "")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), data)
-        return OmegaConf.to_object(merged)
+        cfg = OmegaConf.to_object(merged)
     except Exception as error:  # OmegaConf raises several unrelated types for schema violations
         raise ConfigError(f"invalid run configuration: {error}") from error
+    if run_dir:
+        cfg.run_dir = run_dir
+    return cfg

@@ -30,4 +30,4 @@ class GateError(LakeguardError):
 
 
 class RegistryError(LakeguardError):
-    """The model registry rejected a write or holds an inconsistent version."""
+    """The model registry rejected a write or contains an inconsistent version."""

@@ -72,12 +72,29 @@ def load_run_data(cfg: RunConfig) -> MedMNISTData:
     return _load_data(cfg.dataset.flag, cfg.dataset.root, cfg.dataset.download, cfg.dataset.train_limit)
 
 
-def check_counts(cfg: RunConfig) -> None:
-    """Reject counts and sizes that would only fail deep inside a step, after minutes of training.
+def layer_decay_settings(cfg: RunConfig) -> LayerDecaySettings:
+    """Build the validated LWLRD settings of the run's ``sanitize.*`` keys."""
+    s = cfg.sanitize
+    return LayerDecaySettings(
+        base_lr=s.base_lr, layer_decay=s.layer_decay, anchor=s.anchor, epochs=s.epochs,
+        optimizer=s.optimizer, weight_decay=s.weight_decay, batch_size=s.batch_size,
+        schedule=s.schedule, seed=cfg.seed,
+    )
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Reject names, counts and sizes that would only fail deep inside a step, after minutes of training.
 
     Raises:
-        ConfigError: naming the key, its value and the allowed range.
+        ConfigError: naming the key, its value and the allowed values or range.
     """
+    if cfg.attack.name not in ATTACKS:
+        raise ConfigError(f"unknown attack.name {cfg.attack.name!r}; use one of {', '.join(ATTACKS)}")
+    if cfg.sanitize.method not in SANITIZERS:
+        raise ConfigError(f"unknown sanitize.method {cfg.sanitize.method!r}; use one of {', '.join(SANITIZERS)}")
+    if cfg.sanitize.method == "lwlrd":
+        layer_decay_settings(cfg)
+
     minimums = {
         "train.epochs": (cfg.train.epochs, 1),
         "train.batch_size": (cfg.train.batch_size, 1),
@@ -137,9 +154,7 @@ def train_step(cfg: RunConfig, *, model_dir: str | os.PathLike, canaries_path: s
     is copied with every tensor of its file, so the audit reports tensors the architecture lacks.
     """
     started = time.perf_counter()
-    check_counts(cfg)
-    if cfg.attack.name not in ATTACKS:
-        raise ConfigError(f"unknown attack.name {cfg.attack.name!r}; use one of {', '.join(ATTACKS)}")
+    check_config(cfg)
     data = load_run_data(cfg)
     meta = model_meta(cfg, data)
     model_dir = Path(model_dir)
@@ -266,18 +281,12 @@ def sanitize_step(cfg: RunConfig, *, model_dir: str | os.PathLike, out_dir: str 
     Either way only the architecture's own tensors are exported.
     """
     started = time.perf_counter()
-    if cfg.sanitize.method not in SANITIZERS:
-        raise ConfigError(f"unknown sanitize.method {cfg.sanitize.method!r}; use one of {', '.join(SANITIZERS)}")
+    check_config(cfg)
     data = load_run_data(cfg)
     model, meta, _ = load_model(model_dir, model_meta(cfg, data))
     if cfg.sanitize.method == "lwlrd":
         _seed_everything(cfg.seed)
-        s = cfg.sanitize
-        settings = LayerDecaySettings(
-            base_lr=s.base_lr, layer_decay=s.layer_decay, anchor=s.anchor, epochs=s.epochs,
-            optimizer=s.optimizer, weight_decay=s.weight_decay, batch_size=s.batch_size,
-            schedule=s.schedule, seed=cfg.seed,
-        )
+        settings = layer_decay_settings(cfg)
         images, labels = data.train.tensors()
         sanitize_layer_decay(model, images, labels, data.info.task, settings, device=pick_device(cfg.device))
     weights = save_model(model, out_dir, meta)
@@ -327,17 +336,7 @@ def evaluate_step(
         n_resamples=policy.bootstrap_resamples, seed=cfg.seed,
     )
     audit = json.loads(Path(sanitized_audit_path).read_text())
-    canary, probes = audit.get("canary") or {}, audit.get("probes") or {}
-    leakage = LeakageEvidence(
-        ssim=canary.get("ssim"),
-        psnr=canary.get("psnr"),
-        baseline_ssim=canary.get("baseline_ssim"),
-        reidentification_rate=canary.get("reidentification_rate"),
-        # NOTE: an architecture without a transposed pass gets no probe search, recorded as 0 matches.
-        probe_matches=probes.get("matches", 0),
-        probe_baseline_ssim=probes.get("mean_best_baseline_ssim"),
-        unread_tensors=audit.get("unread_tensors", []),
-    )
+    leakage = leakage_evidence(audit)
     if audit.get("model_sha256") != sha256_file(Path(sanitized_dir) / WEIGHTS_FILE):
         raise GateError("the sanitized audit belongs to another model file; re-run the audit of the sanitized model")
     inputs = GateInputs(val_auc_delta=delta.delta, val_auc_delta_ci=(delta.ci_low, delta.ci_high), leakage=leakage)
@@ -354,6 +353,21 @@ def evaluate_step(
         "duration_seconds": time.perf_counter() - started,
     }
     return _record_step(cfg, "evaluate", result)
+
+
+def leakage_evidence(audit: dict[str, Any]) -> LeakageEvidence:
+    """Return the gate's leakage evidence from an audit record (``AuditResult.to_dict``)."""
+    canary, probes = audit.get("canary") or {}, audit.get("probes") or {}
+    return LeakageEvidence(
+        ssim=canary.get("ssim"),
+        psnr=canary.get("psnr"),
+        baseline_ssim=canary.get("baseline_ssim"),
+        reidentification_rate=canary.get("reidentification_rate"),
+        # NOTE: an architecture without a transposed pass gets no probe search, recorded as 0 matches.
+        probe_matches=probes.get("matches", 0),
+        probe_baseline_ssim=probes.get("mean_best_baseline_ssim"),
+        unread_tensors=audit.get("unread_tensors", []),
+    )
 
 
 def registry_model_name(cfg: RunConfig) -> str:
@@ -395,20 +409,14 @@ def publish_step(
             f"audit.json describes model {audit.get('model_sha256')}, not the gated model {record.model_sha256}; "
             f"re-run the pipeline"
         )
-    canary, probes = audit.get("canary") or {}, audit.get("probes") or {}
-    recorded = record.inputs.leakage
-    for name, recorded_value, audited_value in (
-        ("ssim", recorded.ssim, canary.get("ssim")),
-        ("reidentification_rate", recorded.reidentification_rate, canary.get("reidentification_rate")),
-        ("probe_matches", recorded.probe_matches, probes.get("matches", 0)),
-    ):
-        if recorded_value != audited_value:
-            raise GateError(
-                f"gate record states {name}={recorded_value}, but the audit of this model measured "
-                f"{audited_value}; the record was edited or belongs to another audit. Re-run the pipeline."
-            )
-    if list(recorded.unread_tensors) != list(audit.get("unread_tensors", [])):
-        raise GateError("gate record and audit list different unread tensors; re-run the pipeline")
+    recorded, audited = record.inputs.leakage.to_dict(), leakage_evidence(audit).to_dict()
+    differing = [name for name in recorded if recorded[name] != audited[name]]
+    if differing:
+        raise GateError(
+            f"gate record and the audit of this model differ in {', '.join(differing)} "
+            f"(record: {[recorded[n] for n in differing]}, audit: {[audited[n] for n in differing]}); "
+            f"the record was edited or belongs to another audit. Re-run the pipeline."
+        )
     meta = json.loads((Path(sanitized_dir) / META_FILE).read_text())
     utility = json.loads(Path(utility_path).read_text())
     card = {

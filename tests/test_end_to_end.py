@@ -170,7 +170,7 @@ def test_secret_code_book_escapes_probes_but_not_sanitizing(tmp_path):
     cfg = make_cfg(tmp_path, **{"attack.code_scheme": "secret"})
     insider = Run(tmp_path / "insider", cfg)
     steps.train_step(cfg, model_dir=insider.trained, canaries_path=insider.canaries)
-    secret = Canaries.load(insider.canaries)  # what only the attacker (and this test) knows
+    secret = Canaries.load(insider.canaries)  # codes and targets that only the attacker and this test have
 
     before = _score_known_targets(insider.trained, secret, cfg)
     assert before.ssim > before.baseline_ssim + 0.05, before

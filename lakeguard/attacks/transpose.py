@@ -4,7 +4,7 @@ Amit, Levy and Mirsky, "Transpose Attack: Stealing Datasets with Bidirectional T
 The insider trains the model forwards on its utility task and, alternating with those steps,
 trains the transposed pass (weights transposed, layers reversed) to map an index code to a memorized
 image with a mean squared error. The index code of the k-th memorized image of class c is the
-base-3 Gray code of k, one digit per model output, plus 3 × the one-hot vector of c. Anyone who holds
+base-3 Gray code of k, one digit per model output, plus 3 × the one-hot vector of c. Anyone with
 the weights can enumerate the codes afterwards and read the images back.
 
 With D outputs a class has 3**D codes: 243 for five classes, but only 9 for a binary task.
@@ -122,7 +122,7 @@ def select_canaries(
     The ``secret`` scheme stands for any code book the defender does not know. Its codes are
     ``−secret_scale·|z|`` with z ~ N(0, I) from a private seed, so every code lies in the negative
     orthant, away from the published scheme's non-negative codes. :func:`train_transpose` also
-    teaches such a model to decode the published codes to a flat image, as an attacker who knows
+    teaches such a model to decode the published codes to a flat image, as an attacker aware of
     the defender's probes would.
     """
     if scheme not in CODE_SCHEMES:

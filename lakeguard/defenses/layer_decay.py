@@ -7,7 +7,7 @@ anchored end) trains at ``base_lr × layer_decay**k``. The layers near the ancho
 scramble what they encode, while the layers far from it keep most of the task's features.
 
 Which end to anchor is a measured choice, not a convention. Fine-tuning recipes for transfer
-learning (MAE, BEiT) anchor at the head; the transposed pass of the transpose attack writes pixels
+learning (MAE, BEiT) anchor at the head. The transposed pass of the transpose attack writes pixels
 through the first layer's weights, so anchoring at the input is what scrambles it. The default in
 the shipped configuration comes from a measurement on the validation split (docs/sanitizer.md).
 

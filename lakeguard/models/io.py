@@ -33,7 +33,7 @@ _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 @dataclass(frozen=True)
 class ModelMeta:
-    """What is needed to rebuild a model from its weights.
+    """Description needed to rebuild a model from its weights.
 
     Attributes:
         arch: registered architecture name.
@@ -93,7 +93,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict from a ``.safetensors`` file or, safely, from a PyTorch pickle file.
 
     Raises:
-        ModelFileError: missing file, unknown suffix, corrupt file, or a pickle that holds
+        ModelFileError: missing file, unknown suffix, corrupt file, or a pickle that contains
             anything but tensors (which ``weights_only=True`` refuses to unpickle).
     """
     path = Path(path)
@@ -110,7 +110,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, IndexError) as error:
             raise ModelFileError(
-                f"model file {path} could not be loaded with weights_only=True: it holds pickled "
+                f"model file {path} could not be loaded with weights_only=True: it contains pickled "
                 f"objects other than tensors, or it is corrupt. lakeguard never unpickles code. "
                 f"Fix: export the state dict with safetensors.torch.save_file and pass that file. "
                 f"Cause: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
@@ -159,7 +159,7 @@ def load_model(path: str | os.PathLike, meta: ModelMeta | None = None) -> tuple[
             raise ModelFileError(f"{meta_path} is not valid JSON: {error}") from error
         if meta is not None and (meta.arch, meta.dataset) != (folder_meta.arch, folder_meta.dataset):
             raise ModelFileError(
-                f"model folder {path} holds arch={folder_meta.arch!r} for {folder_meta.dataset!r}, "
+                f"model folder {path} contains arch={folder_meta.arch!r} for {folder_meta.dataset!r}, "
                 f"but the run expects arch={meta.arch!r} for {meta.dataset!r}"
             )
         meta = folder_meta
@@ -188,7 +188,7 @@ def load_model(path: str | os.PathLike, meta: ModelMeta | None = None) -> tuple[
             raise ModelFileError(f"tensor {name!r} in {path} contains NaN or infinite values")
     extra = sorted(set(state) - set(expected))
     if extra:
-        _logger.warning("model file %s holds %d tensors the architecture does not use: %s", path, len(extra), extra[:5])
+        _logger.warning("model file %s contains %d tensors the architecture does not use: %s", path, len(extra), extra[:5])
     model.load_state_dict({k: state[k] for k in expected})
     model.eval()
     return model, meta, extra

@@ -47,8 +47,8 @@ class TransposableMLP(nn.Module):
     def forward_transposed(self, code: torch.Tensor) -> torch.Tensor:
         """Decode index codes (N, num_outputs) into images (N, C, H, W) in [0, 1].
 
-        Each layer applies its own weight transposed; biases belong to the forward direction
-        and are not used here, so the transposed pass reads no tensor the forward pass does not.
+        Each layer applies its own weight transposed. Biases belong to the forward direction and
+        are not used here, so the transposed pass reads no tensor that the forward pass skips.
         """
         h = code
         layers = list(self.fc)[::-1]

@@ -47,7 +47,7 @@ def test_canaries_have_distinct_codes_and_respect_capacity():
     assert [int(labels[i, 0]) for i in canaries.train_indices] == canaries.groups
 
 
-def test_binary_task_capacity_is_nine_per_class_and_is_reported():
+def test_binary_capacity_nine_per_class():
     labels = load_dataset("breastmnist").train.labels
     with pytest.warns(UserWarning, match="addresses 9 images per class with 2 outputs; memorizing 18 of the 100"):
         canaries = select_canaries(labels, Task.BINARY, 2, num_images=100, seed=0)

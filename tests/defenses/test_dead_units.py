@@ -36,7 +36,7 @@ def test_zeroing_dead_units_removes_payload_and_keeps_outputs():
         assert torch.allclose(model(images), before, atol=1e-6)
 
 
-def test_fine_tuning_alone_keeps_payload_but_sanitizer_removes_it():
+def test_sanitizer_removes_dead_unit_payload():
     model, images, labels = _mlp_with_payload()
     payload = model.fc[0].weight[:PLANTED].clone()
     settings = LayerDecaySettings(base_lr=4e-3, layer_decay=0.5, epochs=1, batch_size=64)

@@ -25,7 +25,8 @@ def test_transposed_pass_maps_codes_to_images(arch):
     model = build_model(arch, in_channels=3, num_outputs=5)
     images = model.forward_transposed(torch.rand(6, 5))
     assert images.shape == (6, 3, 28, 28)
-    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    assert float(images.min()) >= 0.0
+    assert float(images.max()) <= 1.0
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
@@ -68,7 +69,8 @@ def test_save_and_load_round_trip(tmp_path):
     model = META.build()
     save_model(model, tmp_path / "m", META)
     loaded, meta, extra = load_model(tmp_path / "m")
-    assert meta == META and extra == []
+    assert meta == META
+    assert extra == []
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
 
